@@ -1,0 +1,1 @@
+"""Built-in world-model families (importing this registers them)."""
