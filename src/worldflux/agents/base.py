@@ -107,3 +107,4 @@ def agent_config_class(name: str) -> type:
 
 def _load_builtin_agents() -> None:
     import worldflux.agents.mpc  # noqa: F401
+    import worldflux.agents.random_agent  # noqa: F401

@@ -1,0 +1,1 @@
+"""Model-predictive control agent over an ensemble world model (being written)."""
