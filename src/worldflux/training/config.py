@@ -1,0 +1,80 @@
+"""``TrainConfig``: everything the training loop needs that is not the agent's own config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worldflux.core.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (the agent's settings live in its own config).
+
+    Set from the command line with ``--set train.<field>=value``.
+    """
+
+    env: str = "Pendulum-v1"
+    """Environment id understood by :func:`worldflux.envs.make` (``worldflux envs`` lists them)."""
+
+    steps: int = 10_000
+    """Agent steps to collect (calls of ``env.step`` on the wrapped env; with ``action_repeat=k``
+    the simulator advances ``k`` times as many frames)."""
+
+    seed: int = 0
+    """Seeds the training env, the replay buffer, the agent and torch; evaluation envs use
+    ``seed + EVAL_SEED_OFFSET``."""
+
+    eval_every: int = 0
+    """Evaluate every this many agent steps, at the first episode end after each multiple so
+    a running episode is never interrupted; 0 = only once, at the end."""
+
+    eval_episodes: int = 5
+    """Episodes per evaluation (``explore=False``, separate env instance)."""
+
+    checkpoint_every: int = 0
+    """Save a checkpoint every this many agent steps, at the first episode end after each
+    multiple; 0 = only the final one."""
+
+    log_every: int = 1000
+    """Write averaged agent metrics, planner metrics and steps/s every this many agent steps
+    (episode returns are logged at every episode end)."""
+
+    action_repeat: int = 1
+    """Each agent action is repeated this many times in the env, rewards summed."""
+
+    obs_type: str | None = None
+    """``"state"`` (float vectors) or ``"image"`` (uint8 ``[3, H, W]``); None = the env's
+    default (state, except Atari which is image)."""
+
+    image_size: int = 64
+    """Side of square image observations (``obs_type="image"``)."""
+
+    device: str = "auto"
+    """Torch device of the agent: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda:0"``."""
+
+    buffer_capacity: int = 1_000_000
+    """Replay buffer capacity in rows (one row per observation, first rows included)."""
+
+    tensorboard: bool = True
+    """Also write TensorBoard events to ``RUN_DIR/tb`` (``metrics.jsonl`` is always written)."""
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid field."""
+        positive = {"steps": self.steps, "eval_episodes": self.eval_episodes,
+                    "action_repeat": self.action_repeat, "image_size": self.image_size,
+                    "buffer_capacity": self.buffer_capacity}
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"train.{name}: got {value}, expected an integer >= 1")
+        non_negative = {"eval_every": self.eval_every, "checkpoint_every": self.checkpoint_every,
+                        "log_every": self.log_every}
+        for name, value in non_negative.items():
+            if value < 0:
+                raise ConfigError(f"train.{name}: got {value}, expected an integer >= 0 (0 = off)")
+        if self.obs_type not in (None, "state", "image"):
+            raise ConfigError(
+                f"train.obs_type: got {self.obs_type!r}, expected 'state', 'image' or none"
+            )
+        if not self.env:
+            raise ConfigError("train.env: got an empty string, expected an env id such as Pendulum-v1")
