@@ -1,0 +1,41 @@
+"""Environments for world-model training: one ``make`` for gymnasium, dm_control and Atari.
+
+Quick use::
+
+    from worldflux import envs
+    env = envs.make("dmc/cartpole-swingup", seed=0, action_repeat=2)   # obs [5] float32
+    env = envs.make("dmc/walker-walk", obs_type="image", image_size=64)  # obs [3, 64, 64] uint8
+    env = envs.make("atari/pong")                                       # obs [1, 64, 64] uint8
+    envs.check_env(MyEnv())        # raises EnvCheckError explaining what is wrong
+    envs.env_spec(env)             # {"obs_shape": ..., "action_kind": ..., "action_dim": ...}
+
+Every env keeps gymnasium's ``(obs, reward, terminated, truncated, info)`` step with time
+limits reported as ``truncated`` and never merged into ``terminated``.
+"""
+
+from worldflux.envs.checker import check_env
+from worldflux.envs.registry import list_envs, make, make_vector
+from worldflux.envs.spec import EnvSpec, env_spec
+from worldflux.envs.wrappers import (
+    ActionRepeat,
+    ChannelFirst,
+    NormalizeAction,
+    PixelObservation,
+    SeedOnFirstReset,
+    StateObservation,
+)
+
+__all__ = [
+    "ActionRepeat",
+    "ChannelFirst",
+    "EnvSpec",
+    "NormalizeAction",
+    "PixelObservation",
+    "SeedOnFirstReset",
+    "StateObservation",
+    "check_env",
+    "env_spec",
+    "list_envs",
+    "make",
+    "make_vector",
+]
