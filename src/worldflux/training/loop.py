@@ -11,7 +11,7 @@ owns its models and decides when to train (see :mod:`worldflux.agents.base`). Ru
         tb/               TensorBoard events (unless train.tensorboard is false)
         checkpoints/step_XXXXXXXX/   agent + loop state (see worldflux.training.checkpoint)
         model/            the final world model (save_pretrained), for agents that have one
-        summary.json      final evaluation, wall time, steps/s, command line
+        summary.json      final evaluation, wall time, steps/s, command-line arguments
 """
 
 from __future__ import annotations
@@ -76,8 +76,11 @@ class LoopState:
     """Returns of the last 100 training episodes."""
 
 
-def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool = False) -> Path:
-    """Create ``run_dir``; refuse one that already holds a run (``config.json``).
+def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool = False,
+                    create: bool = True) -> Path:
+    """Check ``run_dir`` and create it (unless ``create`` is False).
+
+    A directory that already holds a run (``config.json``) is refused.
 
     Raises:
         ConfigError: the directory already holds a run, or ``resume`` was asked (not yet
@@ -96,7 +99,8 @@ def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool = False) -> Path
             f"out: {run_dir} already holds a run (config.json); choose a new --out "
             "(resuming a run is not supported yet)"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if create:
+        run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
@@ -144,7 +148,7 @@ def train(
     agent_config: Any = None,
     progress: bool | None = None,
     console: Console | None = None,
-    command: list[str] | None = None,
+    cli_args: Mapping[str, Any] | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train agent ``agent_name`` online and return the run summary (also in ``summary.json``).
@@ -157,7 +161,7 @@ def train(
         agent_config: a ready agent config instance (``agent_overrides`` apply on top).
         progress: show a rich progress bar; None = only when ``console`` is a terminal.
         console: where the progress bar goes (default: stderr).
-        command: the command line, recorded in ``summary.json``.
+        cli_args: the command-line arguments, recorded in ``summary.json``.
         resume: continue an existing run (not supported yet: raises ConfigError).
 
     Returns:
@@ -165,8 +169,8 @@ def train(
         ``env_steps_per_s``, ``episodes``, paths of the final checkpoint and model.
 
     Raises:
-        ConfigError, RegistryError: invalid settings or unknown agent/env (before any run
-            directory is created).
+        ConfigError, RegistryError: invalid settings, unknown agent or env, or a run directory
+            that already holds a run; raised before the run directory is created.
     """
     from worldflux import __version__
     from worldflux.agents import build_agent
@@ -175,7 +179,7 @@ def train(
     cfg = train_config or TrainConfig()
     cfg.validate()
     device = resolve_device(cfg.device)
-    run_dir = prepare_run_dir(out_dir, resume=resume)
+    run_dir = prepare_run_dir(out_dir, resume=resume, create=False)
     console = console or Console(stderr=True)
     show_progress = console.is_terminal if progress is None else progress
 
@@ -190,6 +194,7 @@ def train(
                             config=agent_config, overrides=dict(agent_overrides or {}))
         buffer = ReplayBuffer(cfg.buffer_capacity, obs_spec.shape, action_spec.dim,
                               obs_dtype=np.dtype(obs_spec.dtype), seed=cfg.seed)
+        prepare_run_dir(run_dir)  # created only once the env and the agent could be built
         run_config = {"agent": agent_name, "agent_config": to_dict(agent.config),
                       "train": to_dict(cfg), "obs_spec": asdict(obs_spec),
                       "action_spec": asdict(action_spec), "worldflux_version": __version__}
@@ -222,7 +227,8 @@ def train(
         "run_dir": str(run_dir),
         "checkpoint": str(checkpoint_path(run_dir, state.env_step)),
         "model": str(model_dir) if model_dir is not None else None,
-        "command": command, "worldflux_version": __version__,
+        "cli_args": dict(cli_args) if cli_args is not None else None,
+        "worldflux_version": __version__,
     }
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary

@@ -1,0 +1,312 @@
+"""The ``worldflux`` command line: list models and envs, train, evaluate, run the demo.
+
+Every :class:`~worldflux.core.errors.WorldFluxError` is reported as one red line on stderr with
+exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.table import Table
+
+from worldflux.core.errors import ConfigError, WorldFluxError
+
+app = typer.Typer(
+    name="worldflux",
+    help="World models and model-based RL: train, evaluate and inspect agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_USER_ERROR = 2
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn worldflux errors (and missing optional extras) into one red line and exit code 2."""
+    try:
+        yield
+    except (WorldFluxError, ImportError) as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True,
+                          highlight=False)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from worldflux import __version__
+
+        console.print(f"worldflux {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress messages.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """World models and model-based RL: train, evaluate and inspect agents."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False)], force=True)
+
+
+# -- models / envs -------------------------------------------------------------------------------
+@app.command()
+def models() -> None:
+    """List the registered world-model families and agents."""
+    import worldflux
+    from worldflux.agents.base import AgentRegistry, _load_builtin_agents
+
+    with _user_errors():
+        families = worldflux.list_models()
+        _load_builtin_agents()  # registers the built-in agents (no public listing yet)
+        agents = AgentRegistry.entries()
+    table = Table(title="World-model families")
+    for column in ("name", "tier", "aliases", "description"):
+        table.add_column(column)
+    for family in families:
+        table.add_row(family["name"], family["tier"], ", ".join(family["aliases"]) or "-",
+                      family["description"])
+    console.print(table)
+    table = Table(title="Agents (worldflux train AGENT)")
+    for column in ("name", "tier", "description"):
+        table.add_column(column)
+    for entry in agents:
+        table.add_row(entry.name, entry.tier, entry.description)
+    console.print(table)
+
+
+@app.command()
+def envs(
+    contains: Annotated[str | None, typer.Argument(
+        help="Only ids containing this text (case-insensitive), e.g. dmc or pendulum.")] = None,
+) -> None:
+    """List the environment ids worldflux knows (other gymnasium ids also work with --env)."""
+    from worldflux.envs import list_envs
+
+    with _user_errors():
+        ids = list_envs()
+    if contains:
+        ids = [i for i in ids if contains.lower() in i.lower()]
+    groups: dict[str, list[str]] = {}
+    for env_id in ids:
+        family = env_id.split("/", 1)[0] if "/" in env_id else "gymnasium"
+        groups.setdefault(family, []).append(env_id)
+    table = Table(title=f"Environments ({len(ids)})", show_lines=True)
+    table.add_column("family")
+    table.add_column("ids")
+    for family, members in groups.items():
+        table.add_row(f"{family} ({len(members)})", "  ".join(members))
+    console.print(table)
+    if not ids:
+        console.print("no environment id matches" + (f" '{contains}'" if contains else ""))
+
+
+# -- train ---------------------------------------------------------------------------------------
+def split_overrides(items: list[str] | None) -> tuple[dict[str, str], dict[str, str]]:
+    """``--set`` items -> (train overrides without the ``train.`` prefix, agent overrides)."""
+    from worldflux.core.config import parse_set_options
+
+    train_sets: dict[str, str] = {}
+    agent_sets: dict[str, str] = {}
+    for key, value in parse_set_options(items).items():
+        if key.startswith("train."):
+            train_sets[key.removeprefix("train.")] = value
+        else:
+            agent_sets[key] = value
+    return train_sets, agent_sets
+
+
+def build_configs(agent: str, config_file: Path | None, options: dict[str, Any],
+                  sets: list[str] | None) -> tuple[Any, Any]:
+    """Compose (TrainConfig, agent config): defaults < ``--config`` file < options < ``--set``.
+
+    ``config_file`` holds an agent config, or a run's ``config.json`` (then its ``train``
+    section is used too). ``options`` are the explicit command-line options (None = not given).
+    """
+    from worldflux.agents import agent_config_class
+    from worldflux.training import TrainConfig
+
+    config_cls = agent_config_class(agent)
+    train_sets, agent_sets = split_overrides(sets)
+    train_config = TrainConfig()
+    agent_config = config_cls()
+    if config_file is not None:
+        try:
+            data = json.loads(Path(config_file).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"--config {config_file}: cannot read ({exc.strerror})") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--config {config_file}: not valid JSON ({exc})") from None
+        if isinstance(data, dict) and "agent_config" in data:
+            if data.get("agent", agent) != agent:
+                raise ConfigError(f"--config {config_file}: a run config of agent "
+                                  f"'{data['agent']}', but training '{agent}'")
+            if "train" in data:
+                train_config = _config_from(TrainConfig, data["train"], f"--config {config_file}")
+            data = data["agent_config"]
+        agent_config = _config_from(config_cls, data, f"--config {config_file}")
+    given = {k: v for k, v in options.items() if v is not None}
+    train_config = _override(train_config, given, "--")
+    train_config = _override(train_config, train_sets, "--set train.")
+    if agent_sets and not dataclasses.fields(agent_config):
+        key = next(iter(agent_sets))
+        raise ConfigError(f"--set {key}: agent '{agent}' has no settings; training settings take "
+                          f"the prefix train. (e.g. --set train.{key}=...)")
+    for key in agent_sets:
+        if key not in _field_names(agent_config) and key in _field_names(train_config):
+            raise ConfigError(f"--set {key}: not a setting of agent '{agent}'; "
+                              f"did you mean --set train.{key}?")
+    agent_config = _override(agent_config, agent_sets, "--set ")
+    train_config.validate()
+    return train_config, agent_config
+
+
+def _field_names(config: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(config)}
+
+
+def _override(config: Any, overrides: dict[str, Any], label: str) -> Any:
+    """Apply overrides one at a time so an error names the exact option that caused it."""
+    from worldflux.core.config import apply_overrides
+
+    for key, value in overrides.items():
+        try:
+            config = apply_overrides(config, {key: value})
+        except ConfigError as exc:
+            raise ConfigError(f"{label}{key.replace('_', '-') if label == '--' else key}: {exc}") from None
+    return config
+
+
+def _config_from(cls: type, data: Any, where: str) -> Any:
+    from worldflux.core.config import from_dict
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Argument(help="Agent to train; `worldflux models` lists them.")],
+    env: Annotated[str | None, typer.Option(
+        "--env", "-e", help="Environment id (default Pendulum-v1); `worldflux envs` lists them.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Agent steps to collect (default 10000).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Run directory (default runs/AGENT-ENV-TIME); must be new.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", metavar="KEY=VALUE",
+        help="Override a setting (repeatable): train.<field> for the training config "
+             "(e.g. train.log_every=500), other keys for the agent config (e.g. planner.horizon=20).",
+    )] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Agent config JSON, or a run's config.json to repeat it.")] = None,
+    eval_every: Annotated[int | None, typer.Option(
+        help="Evaluate every N steps, at the next episode end (default 0: only at the end).")] = None,
+    eval_episodes: Annotated[int | None, typer.Option(help="Episodes per evaluation (default 5).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default auto).")] = None,
+    progress: Annotated[bool, typer.Option(
+        "--progress/--no-progress", help="Show a progress bar (only on a terminal).")] = True,
+) -> None:
+    """Train AGENT online on an environment, evaluating and checkpointing into a run directory."""
+    from worldflux.training import train as run_training
+
+    with _user_errors():
+        options = {"env": env, "steps": steps, "seed": seed, "eval_every": eval_every,
+                   "eval_episodes": eval_episodes, "device": device}
+        train_config, agent_config = build_configs(agent, config, options, set_)
+        if out is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out = Path("runs") / f"{agent}-{train_config.env.replace('/', '_')}-{stamp}"
+        cli_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in ctx.params.items()}
+        summary = run_training(agent, train_config, None, out, agent_config=agent_config,
+                               progress=None if progress else False, console=err_console,
+                               cli_args=cli_args)
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    final = summary["final_eval"]
+    table = Table(title=f"{summary['agent']} on {summary['env']}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("final eval return", f"{final['mean']:.2f} ± {final['std']:.2f} "
+                                       f"({len(final['returns'])} episodes)")
+    table.add_row("steps / episodes", f"{summary['steps']} / {summary['episodes']}")
+    table.add_row("wall time", f"{summary['wall_time_s']:.1f} s "
+                               f"({summary['env_steps_per_s']:.0f} steps/s)")
+    table.add_row("run directory", summary["run_dir"])
+    if summary.get("model"):
+        table.add_row("model", summary["model"])
+    console.print(table)
+
+
+# -- eval / demo ---------------------------------------------------------------------------------
+@app.command("eval")
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `worldflux train`.")],
+    episodes: Annotated[int, typer.Option("--episodes", "-n", help="Episodes to run.")] = 10,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the first episode (default: the seed of the evaluations during training).",
+    )] = None,
+    device: Annotated[str | None, typer.Option(help="Device (default: the run's).")] = None,
+) -> None:
+    """Evaluate the newest valid checkpoint of RUN_DIR; writes RUN_DIR/eval.json."""
+    from worldflux.core.io import atomic_write_text
+    from worldflux.training import evaluate_run
+
+    with _user_errors():
+        if episodes < 1:
+            raise ConfigError(f"--episodes: got {episodes}, expected an integer >= 1")
+        result = evaluate_run(run_dir, episodes, seed=seed, device=device)
+        atomic_write_text(Path(run_dir) / "eval.json", json.dumps(result, indent=2))
+    console.print(f"return [bold]{result['mean']:.2f} ± {result['std']:.2f}[/] over {episodes} "
+                  f"episodes (checkpoint step {result['step']}, seed {result['seed']}); "
+                  f"written to {Path(run_dir) / 'eval.json'}", soft_wrap=True)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Run directory (default runs/demo-TIME).")] = None,
+    progress: Annotated[bool, typer.Option(
+        "--progress/--no-progress", help="Show a progress bar (only on a terminal).")] = True,
+) -> None:
+    """Train PETS on Pendulum for a few minutes and compare it with random actions."""
+    from worldflux.training.demo import run_demo
+
+    with _user_errors():
+        run_demo(console, out_dir=out, progress=None if progress else False)
+
+
+def main() -> None:
+    """Entry point of the ``worldflux`` script and ``python -m worldflux``."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
