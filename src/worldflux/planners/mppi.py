@@ -1,0 +1,49 @@
+"""Model-predictive path integral control (Williams et al. 2017), in the elite-weighted form of
+TD-MPC2 (Hansen et al. 2024): scores become weights ``exp(temperature * (score - max))``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from worldflux.planners.base import Objective, Planner, PlannerRegistry, PlannerResult, score
+
+
+@PlannerRegistry.register("mppi", tier="reference",
+                          description="MPPI with elite weighting, std refit and policy prior")
+class MPPIPlanner(Planner):
+    """Gaussian sampling around the warm-started mean; the mean (and std, unless
+    ``mppi_update_std`` is off) become the softmax-weighted average of the ``elites`` best.
+
+    With ``elites = population`` and ``mppi_update_std = False`` this is classic MPPI.
+    """
+
+    def plan(self, objective: Objective, prior: Tensor | None = None) -> PlannerResult:
+        cfg = self.config
+        H, A = cfg.horizon, self.action_dim
+        mean = self.initial_mean()
+        std = torch.full((H, A), cfg.init_std, device=self.device)
+        evaluated = 0
+        best_value, best = -torch.inf, mean
+        weights = torch.ones(1)
+        for _ in range(cfg.iterations):
+            noise = torch.randn((cfg.population, H, A), generator=self.generator, device=self.device)
+            samples = self.clip(mean + std * noise)
+            if prior is not None:
+                samples = torch.cat([self.clip(prior), samples], 0)
+            values = score(objective, samples)
+            evaluated += samples.shape[0]
+            elite_values, idx = torch.topk(values, min(cfg.elites, samples.shape[0]))
+            elites = samples[idx]
+            if elite_values[0] > best_value:
+                best_value, best = float(elite_values[0]), elites[0].clone()
+            weights = torch.exp(cfg.temperature * (elite_values - elite_values[0]))
+            weights = weights / weights.sum()
+            w = weights[:, None, None]
+            new_mean = (w * elites).sum(0)
+            if cfg.mppi_update_std:
+                std = torch.sqrt((w * (elites - new_mean).pow(2)).sum(0)).clamp(cfg.min_std, cfg.max_std)
+            mean = new_mean
+        solution = best if cfg.return_best else mean
+        effective = float(1.0 / weights.pow(2).sum())
+        return self._result(solution, best_value, evaluated, effective_samples=effective)
