@@ -65,8 +65,17 @@ def _root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """World models and model-based RL: train, evaluate and inspect agents."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=err_console, show_path=False)], force=True)
+    _configure_logging(verbose)
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Show worldflux's log records on stderr (INFO with -v, else WARNING); root is left alone."""
+    package_logger = logging.getLogger("worldflux")
+    if not any(getattr(h, "_worldflux_cli", False) for h in package_logger.handlers):
+        handler = RichHandler(console=err_console, show_path=False)
+        handler._worldflux_cli = True  # type: ignore[attr-defined]
+        package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 # -- models / envs -------------------------------------------------------------------------------
