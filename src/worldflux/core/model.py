@@ -166,6 +166,13 @@ class WorldModel(nn.Module):
         return tuple(args)
 
 
+# ``__init_subclass__`` wraps only what subclasses define; the inherited defaults (``update``,
+# ``rollout``) must validate too, or a family relying on them would skip input checks.
+for _name in WorldModel._VALIDATED:
+    setattr(WorldModel, _name, _validated(_name, WorldModel.__dict__[_name]))
+del _name
+
+
 def _check_state(state: Any) -> None:
     from worldflux.core.errors import ContractError
 
