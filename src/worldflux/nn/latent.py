@@ -71,7 +71,8 @@ def straight_through_categorical(logits: Tensor, unimix: float = 0.01,
     flat = probs.reshape(-1, probs.shape[-1])
     index = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
     sample = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
-    return sample + probs - probs.detach()
+    # Parenthesised so the forward value is exactly one-hot ((sample + p) - p rounds).
+    return sample + (probs - probs.detach())
 
 
 class SimNorm(nn.Module):
