@@ -54,11 +54,15 @@ def _families() -> list[str]:
     """Every registered family; the example plugin joins from source when it is not installed."""
     names = {m["name"] for m in worldflux.list_models()}
     if "linear-gaussian" not in names and PLUGIN_SRC.is_dir():
+        # Only for the import: left on sys.path, the build's egg-info there would shadow the
+        # installed distribution's metadata (tests/models/test_plugin.py installs it).
         sys.path.insert(0, str(PLUGIN_SRC))
         try:
             importlib.import_module("worldflux_minimal_plugin")
         except ImportError:  # pragma: no cover - the example is part of the repository
             pass
+        finally:
+            sys.path.remove(str(PLUGIN_SRC))
         names = {m["name"] for m in worldflux.list_models()}
     return sorted(names)
 
