@@ -259,7 +259,7 @@ def _collect(agent, env, eval_env, buffer, log: Logger, cfg: TrainConfig, state:
         episode_return += float(reward)
         episode_length += 1
         done = terminated or truncated
-        means.add(agent.update(buffer, env_step=state.env_step, episode_done=done))
+        means.add(agent.update(buffer, env_step=state.env_step, episode_done=done) or {})
 
         if done:
             state.episodes += 1
@@ -268,6 +268,8 @@ def _collect(agent, env, eval_env, buffer, log: Logger, cfg: TrainConfig, state:
                      "episode/terminated": float(terminated), "episode/count": state.episodes},
                     step=state.env_step)
             info = f"return {episode_return:.1f}"
+            logger.info("step %d: episode %d return %.2f (%d steps)", state.env_step,
+                        state.episodes, episode_return, episode_length)
             if state.next_eval and state.env_step >= state.next_eval and state.env_step < cfg.steps:
                 result = _evaluate(agent, eval_env, log, cfg, state, run_dir)
                 info += f" | eval {result['mean']:.1f}"
