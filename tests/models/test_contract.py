@@ -425,11 +425,10 @@ def test_time_mismatch_between_batch_keys_is_rejected(model):
 
 
 def test_too_short_sequences_and_wrong_types_are_rejected(model):
-    short = make_batch(model, t=model.io_contract().min_sequence_length - 1) \
-        if model.io_contract().min_sequence_length > 1 else None
-    if short is not None:
-        with pytest.raises(ContractError, match="sequence length"):
-            model.loss(short)
+    min_length = model.io_contract().min_sequence_length
+    if min_length > 1:
+        with pytest.raises(ContractError, match=f"sequence length T={min_length - 1}"):
+            model.loss(make_batch(model, t=min_length - 1))
     with pytest.raises(ContractError, match="expected a torch.Tensor"):
         model.encode(make_obs(model, B).tolist())
     with pytest.raises(ContractError, match="expected worldflux State"):
