@@ -53,7 +53,8 @@ TENSORS_FILE = "tensors.safetensors"
 STATE_FILE = "state.json"
 MANIFEST_FILE = "manifest.json"
 _TENSOR, _NDARRAY, _GENERATOR = "__tensor__", "__ndarray__", "__numpy_generator__"
-_MARKERS = (_TENSOR, _NDARRAY, _GENERATOR)
+_INT_KEYS = "__int_keys__"  # dicts keyed by integers (torch optimizer states)
+_MARKERS = (_TENSOR, _NDARRAY, _GENERATOR, _INT_KEYS)
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
 
 
@@ -88,6 +89,9 @@ def _encode(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
             raise CheckpointError(
                 f"checkpoint state '{where}': the key {next(iter(value))!r} is reserved"
             )
+        if value and all(isinstance(k, int) and not isinstance(k, bool) for k in value):
+            return {_INT_KEYS: {str(k): _encode(item, f"{path}/{k}" if path else str(k), tensors)
+                                for k, item in value.items()}}
         out = {}
         for key, item in value.items():
             if not isinstance(key, str) or "/" in key:
@@ -109,6 +113,8 @@ def _decode(value: Any, tensors: Mapping[str, torch.Tensor], where: Path) -> Any
     if isinstance(value, dict):
         if len(value) == 1 and next(iter(value)) in _MARKERS:
             marker, key = next(iter(value.items()))
+            if marker == _INT_KEYS:
+                return {int(k): _decode(v, tensors, where) for k, v in key.items()}
             if marker == _GENERATOR:
                 state = _decode(key, tensors, where)
                 generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
