@@ -1,0 +1,1 @@
+"""Named, reproducible benchmarks: ``python -m benchmarks NAME`` writes JSON + a plot to results/."""

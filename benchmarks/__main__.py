@@ -1,0 +1,28 @@
+"""``python -m benchmarks NAME [options]``; ``python -m benchmarks list`` shows the names."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "planning_speed": "ms per PETS MPC decision (CEM-500 x 5, H15, 20 particles) vs mbrl-lib",
+    "pets_pendulum": "PETS + CEM learning on Pendulum-v1, 15 episodes, 3 seeds",
+    "pets_cartpole_swingup": "PETS on dm_control cartpole-swingup, 20 episodes, vs published curves",
+    "icem_vs_cem": "iCEM vs CEM on the same learned cartpole-swingup model: return per samples",
+}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] in ("list", "-h", "--help"):
+        for name, text in BENCHMARKS.items():
+            print(f"{name:24s} {text}")
+        return
+    name = sys.argv[1]
+    if name not in BENCHMARKS:
+        raise SystemExit(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    importlib.import_module(f"benchmarks.{name}").main(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()
