@@ -8,13 +8,12 @@ import sys
 import time
 
 import gymnasium as gym
-import numpy as np
-import omegaconf
-import torch
-
 import mbrl.env.termination_fns as termination_fns
 import mbrl.models as models
 import mbrl.planning as planning
+import numpy as np
+import omegaconf
+import torch
 
 
 def main() -> None:

@@ -3,7 +3,6 @@ within a decision and shifted elites across decisions, the mean added in the las
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 

@@ -1,0 +1,85 @@
+"""iCEM against CEM on one learned model: equal return with at most a third of the samples?
+
+Loads the PETS agent trained by ``pets_cartpole_swingup`` (its run directory), then evaluates
+the same model with two planners on the same evaluation episodes (same seeds):
+CEM with population 500 x 5 iterations (2500 sequences per decision) and iCEM with population
+200 decaying by 1.25 (about 700 sequences per decision, elites and the mean included).
+Holding the model fixed isolates the planner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+from benchmarks.common import plot_path, pyplot, write_result
+
+PLANNERS = {
+    "cem": {"name": "cem", "population": 500, "iterations": 5, "elites": 50},
+    "icem": {"name": "icem", "population": 200, "iterations": 5, "elites": 20},
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    from worldflux.planners import make_planner
+    from worldflux.training.environment import EVAL_SEED_OFFSET, make_env
+    from worldflux.training.evaluate import evaluate, load_run
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks icem_vs_cem")
+    parser.add_argument("--run", default="benchmarks/results/runs/pets_cartpole_swingup/seed0")
+    parser.add_argument("--episodes", type=int, default=3)
+    args = parser.parse_args(argv)
+    started = time.time()
+    agent, train_config, checkpoint, step = load_run(args.run, device="cpu")
+    env = make_env(train_config, seed=train_config.seed + EVAL_SEED_OFFSET)
+    results = {}
+    for label, settings in PLANNERS.items():
+        cfg = copy.deepcopy(agent.config.planner)
+        for key, value in settings.items():
+            setattr(cfg, key, value)
+        agent.planner = make_planner(cfg, agent.action_spec.dim, device=agent.device,
+                                     generator=torch.Generator().manual_seed(0))
+        evaluated: list[float] = []
+        original = agent.plan
+
+        def counting_plan(obs, _original=original, _evaluated=evaluated):
+            result = _original(obs)
+            _evaluated.append(result.extras["wf.planner.evaluated"])
+            return result
+
+        agent.plan = counting_plan
+        t0 = time.time()
+        out = evaluate(agent, env, args.episodes, train_config.seed + EVAL_SEED_OFFSET)
+        agent.plan = original
+        results[label] = {"settings": settings, "mean": out["mean"], "std": out["std"],
+                          "returns": out["returns"],
+                          "sequences_per_decision": statistics.mean(evaluated),
+                          "seconds": round(time.time() - t0, 1)}
+        print(label, json.dumps(results[label]))
+    ratio = results["icem"]["sequences_per_decision"] / results["cem"]["sequences_per_decision"]
+    return_ratio = results["icem"]["mean"] / results["cem"]["mean"]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for i, (label, r) in enumerate(results.items()):
+        ax.bar(i, r["mean"], yerr=r["std"], color=f"C{i}",
+               label=f"{label}: {r['sequences_per_decision']:.0f} sequences/decision")
+    ax.set_xticks(range(len(results)), list(results))
+    ax.set_ylabel("evaluation return")
+    ax.set_title("Same learned model, cartpole-swingup")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(plot_path("icem_vs_cem"), dpi=120)
+    payload = {"run": args.run, "checkpoint_step": step, "episodes": args.episodes,
+               "results": results, "icem_over_cem_sequences": round(ratio, 3),
+               "icem_over_cem_return": round(return_ratio, 3),
+               "target": "iCEM return ~= CEM return with <= 1/3 of the sequences",
+               "passed": ratio <= 1 / 3 and return_ratio >= 0.95}
+    path = write_result("icem_vs_cem", payload, started)
+    print(json.dumps({k: payload[k] for k in ("icem_over_cem_sequences", "icem_over_cem_return",
+                                             "passed")}, indent=2))
+    print(f"wrote {path}")
