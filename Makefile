@@ -8,9 +8,24 @@ PIP := $(PY) -m pip
 TORCH_PIN := torch==2.13.0
 EXTRAS ?= dev,dmc
 
-.PHONY: demo test lint venv clean bench
+# Headless MuJoCo rendering (dm_control pixels) uses EGL from Mesa (software, llvmpipe).
+export MUJOCO_GL ?= egl
 
-$(VENV)/.installed: pyproject.toml Makefile
+.PHONY: demo test lint venv clean bench system-deps
+
+# Installs Mesa's EGL when it is missing and apt-get is usable (root); otherwise says what to do.
+system-deps:
+	@if ! ldconfig -p 2>/dev/null | grep -q "libEGL.so.1"; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = "0" ]; then \
+	    echo "installing Mesa EGL for headless rendering"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri >/dev/null) \
+	      || echo "warning: could not install libegl1; pixel observations of MuJoCo tasks will fail"; \
+	  else \
+	    echo "warning: libEGL not found; install Mesa EGL (Debian: libegl1 libegl-mesa0) for pixel observations"; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml Makefile | system-deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN) numpy
