@@ -286,7 +286,8 @@ def _collect(agent, env, eval_env, buffer, log: Logger, cfg: TrainConfig, state:
         if cfg.log_every and state.env_step % cfg.log_every == 0:
             now = time.perf_counter()
             metrics = {f"train/{k}": v for k, v in means.pop().items()}
-            metrics.update({f"planner/{k}": v for k, v in agent.planner_metrics().items()})
+            metrics.update({k if k.startswith("planner/") else f"planner/{k}": v
+                            for k, v in agent.planner_metrics().items()})
             metrics["perf/steps_per_s"] = (state.env_step - last_log_step) / max(now - last_log_time, 1e-9)
             metrics["buffer/rows"] = len(buffer)
             log.log(metrics, step=state.env_step)
