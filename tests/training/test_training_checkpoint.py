@@ -122,6 +122,20 @@ def test_missing_manifest_and_leftover_temp_dirs(tmp_path):
     assert latest_checkpoint(tmp_path / "no-such-run") is None
 
 
+def test_optimizer_state_with_integer_keys_round_trips(tmp_path):
+    layer = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=1e-3)
+    layer(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    saved = optimizer.state_dict()
+    loaded = load_checkpoint(save_checkpoint(tmp_path, 1, {"optim": saved}))["state"]["optim"]
+    assert sorted(loaded["state"]) == [0, 1]
+    assert torch.equal(loaded["state"][0]["exp_avg"], saved["state"][0]["exp_avg"])
+    fresh = torch.optim.Adam(torch.nn.Linear(3, 2).parameters(), lr=1e-3)
+    fresh.load_state_dict(loaded)  # accepted as a torch optimizer state
+    assert fresh.state_dict()["param_groups"][0]["params"] == [0, 1]
+
+
 def test_saving_the_same_step_again_replaces_it(tmp_path):
     save_checkpoint(tmp_path, 5, {"x": 1})
     path = save_checkpoint(tmp_path, 5, {"x": 2})
@@ -134,7 +148,7 @@ def test_saving_the_same_step_again_replaces_it(tmp_path):
     [
         ({"a": {"b": object()}}, "'a/b'"),
         ({"a/b": 1}, "without '/'"),
-        ({"a": {3: 1}}, "got key 3"),
+        ({"a": {3: 1, "b": 2}}, "got key 3"),
         ({"names": np.array(["x", "y"])}, "'names'"),
     ],
 )

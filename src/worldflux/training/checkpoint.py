@@ -9,7 +9,8 @@ A checkpoint is one directory, written atomically (built under a temporary name,
         manifest.json         format version, step, worldflux version, SHA-256 and size per file
 
 The state is any nested mapping of tensors, numpy arrays, numpy generators, numbers, strings,
-None, lists and dicts with string keys. It comes back with the same nesting (tuples as lists,
+None, lists and dicts with string keys (or only integer keys, as in torch optimizer states).
+It comes back with the same nesting (tuples as lists,
 tensors on the CPU, numpy generators as new generators in the saved state).
 :func:`latest_checkpoint` returns the newest checkpoint whose files match their checksums,
 skipping damaged ones with a warning that names them.
