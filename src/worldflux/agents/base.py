@@ -23,8 +23,15 @@ import torch
 from worldflux.core.registry import Registry, build_config
 from worldflux.core.spec import ActionSpec, ObservationSpec
 
-AgentRegistry = Registry("agent", None)
-"""Registry of agents: ``@AgentRegistry.register("pets", PETSAgentConfig)``."""
+
+def _load_builtin_agents() -> None:
+    import worldflux.agents.mpc  # noqa: F401
+    import worldflux.agents.random_agent  # noqa: F401
+
+
+AgentRegistry = Registry("agent", "worldflux.agents", _builtins=_load_builtin_agents)
+"""Registry of agents: ``@AgentRegistry.register("pets", PETSAgentConfig)``; plugins add agents
+through the entry-point group ``worldflux.agents``. Built-ins load on first lookup."""
 
 
 class Agent(abc.ABC):
@@ -89,7 +96,6 @@ def build_agent(name: str, obs_spec: ObservationSpec, action_spec: ActionSpec, *
                 device: torch.device, seed: int = 0, config: Any = None,
                 overrides: dict[str, Any] | None = None) -> Agent:
     """Build agent ``name`` with its default config plus dotted ``overrides``."""
-    _load_builtin_agents()
     entry = AgentRegistry.get(name)
     if config is None:
         config = build_config(entry.config_cls, overrides or {}, f"agent '{entry.name}'")
@@ -101,10 +107,4 @@ def build_agent(name: str, obs_spec: ObservationSpec, action_spec: ActionSpec, *
 
 
 def agent_config_class(name: str) -> type:
-    _load_builtin_agents()
     return AgentRegistry.get(name).config_cls  # type: ignore[return-value]
-
-
-def _load_builtin_agents() -> None:
-    import worldflux.agents.mpc  # noqa: F401
-    import worldflux.agents.random_agent  # noqa: F401

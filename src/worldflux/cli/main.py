@@ -83,11 +83,10 @@ def _configure_logging(verbose: bool) -> None:
 def models() -> None:
     """List the registered world-model families and agents."""
     import worldflux
-    from worldflux.agents.base import AgentRegistry, _load_builtin_agents
+    from worldflux.agents.base import AgentRegistry
 
     with _user_errors():
         families = worldflux.list_models()
-        _load_builtin_agents()  # registers the built-in agents (no public listing yet)
         agents = AgentRegistry.entries()
     table = Table(title="World-model families")
     for column in ("name", "tier", "aliases", "description"):
