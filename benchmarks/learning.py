@@ -32,7 +32,7 @@ def run_seeds(agent: str, train: dict[str, Any], overrides: dict[str, str], seed
               jobs: int, root: str | None = None) -> dict[int, Path]:
     """Train every seed (``jobs`` at a time, threads split between them); returns run dirs."""
     root_dir = Path(root or tempfile.mkdtemp(prefix="wf-bench-"))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = int(os.environ.get("WF_BENCH_THREADS", 0)) or max(1, (os.cpu_count() or 1) // jobs)
     pending = list(seeds)
     running: list[tuple[int, subprocess.Popen]] = []
     dirs = {}

@@ -11,7 +11,15 @@ Quick use::
 
 Every env keeps gymnasium's ``(obs, reward, terminated, truncated, info)`` step with time
 limits reported as ``truncated`` and never merged into ``terminated``.
+
+Without a display, ``MUJOCO_GL`` defaults to ``egl`` (headless Mesa) unless the user set it:
+MuJoCo reads it once, when first imported, so it must be settled before any env is made.
 """
+
+import os as _os
+
+if "MUJOCO_GL" not in _os.environ and not _os.environ.get("DISPLAY"):
+    _os.environ["MUJOCO_GL"] = "egl"
 
 from worldflux.envs.checker import check_env
 from worldflux.envs.registry import list_envs, make, make_vector
