@@ -58,3 +58,25 @@ def test_pets_agent_plans_with_every_planner_and_reports_horizon():
         assert result.actions.shape == (7, 1)
         assert result.extras["wf.planner.horizon"] == 7
         assert -1.0 <= float(result.first_action) <= 1.0
+
+
+def test_pets_agent_plans_with_a_given_reward_function():
+    """With a known reward (maximise the first state coordinate), the plan pushes it up."""
+    agent = build_agent("pets", ObservationSpec((1,)), ActionSpec(1), device=torch.device("cpu"),
+                        overrides={**SMALL, "model.learn_reward": "false", "model.ensemble_size": "2",
+                                   "num_particles": "2"})
+    with pytest.raises(ConfigError, match="reward function"):
+        agent.plan(np.zeros(1, np.float32))
+    # Fit the ensemble to x' = x + 0.5 * a so that the plan can be checked.
+    x = torch.rand(512, 1) * 2 - 1
+    a = torch.rand(512, 1) * 2 - 1
+    agent.model.fit_normalizers(x, a, torch.zeros(512), x + 0.5 * a)
+    for _ in range(300):
+        out = agent.model.transition_loss(x.expand(2, -1, -1), a.expand(2, -1, -1),
+                                          torch.zeros(2, 512), (x + 0.5 * a).expand(2, -1, -1))
+        agent.optimizer.zero_grad()
+        out.loss.backward()
+        agent.optimizer.step()
+    agent.set_reward_function(lambda obs, action, next_obs: next_obs[:, 0])
+    agent.trained = True
+    assert float(agent.plan(np.zeros(1, np.float32)).first_action) > 0.5

@@ -90,6 +90,7 @@ class PETSAgent(Agent):
                                     high=action_spec.high, device=device,
                                     generator=torch.Generator(device=device).manual_seed(seed + 1))
         self.dtype = inference_dtype(config.planning_dtype, device)
+        self.reward_fn = None
         self.env_steps = 0
         self.trained = False
         self.train_rounds = 0
@@ -102,14 +103,26 @@ class PETSAgent(Agent):
     def reset(self) -> None:
         self.planner.reset()
 
+    def set_reward_function(self, reward_fn) -> None:
+        """Plan with a known reward ``(obs [N, D], action [N, A], next_obs [N, D]) -> [N]``
+        instead of the learned reward head (required when ``model.learn_reward`` is false)."""
+        if not callable(reward_fn):
+            raise ConfigError(f"reward_fn: got {type(reward_fn).__name__}, expected a callable")
+        self.reward_fn = reward_fn
+
     # -- acting ---------------------------------------------------------------------------------
     def objective(self, obs: torch.Tensor):
         """Objective for the planner: mean particle return of each sequence ``[N, H, A] -> [N]``."""
 
+        if self.reward_fn is None and not self.model.config.learn_reward:
+            raise ConfigError("agent 'pets': model.learn_reward is false but no reward function "
+                              "was given; call agent.set_reward_function(fn)")
+
         def score(sequences: torch.Tensor) -> torch.Tensor:
             returns = self.model.particle_returns(
                 obs, sequences, self.config.num_particles, propagation=self.config.propagation,
-                dtype=self.dtype, discount=self.config.discount, generator=self.generator)
+                dtype=self.dtype, reward_fn=self.reward_fn, discount=self.config.discount,
+                generator=self.generator)
             return returns.mean(1)
 
         return score
