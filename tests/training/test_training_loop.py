@@ -121,8 +121,8 @@ def test_run_directory_with_a_run_is_refused(tmp_path):
     train("test-recorder", config, {}, tmp_path, progress=False)
     with pytest.raises(ConfigError, match="already holds a run"):
         train("test-recorder", config, {}, tmp_path, progress=False)
-    with pytest.raises(ConfigError, match="not supported yet"):
-        train("test-recorder", config, {}, tmp_path, progress=False, resume=True)
+    with pytest.raises(ConfigError, match="config.json is missing"):
+        train("test-recorder", config, {}, tmp_path / "none", progress=False, resume=True)
 
 
 def test_invalid_settings_fail_before_creating_the_run_directory(tmp_path):

@@ -15,13 +15,20 @@ with :func:`build_agent`.
 from __future__ import annotations
 
 import abc
+import logging
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import torch
 
+from worldflux.core.errors import WorldFluxError
 from worldflux.core.registry import Registry, build_config
 from worldflux.core.spec import ActionSpec, ObservationSpec
+from worldflux.core.types import LossOutput
+
+logger = logging.getLogger(__name__)
 
 
 def _load_builtin_agents() -> None:
@@ -32,6 +39,74 @@ def _load_builtin_agents() -> None:
 AgentRegistry = Registry("agent", "worldflux.agents", _builtins=_load_builtin_agents)
 """Registry of agents: ``@AgentRegistry.register("pets", PETSAgentConfig)``; plugins add agents
 through the entry-point group ``worldflux.agents``. Built-ins load on first lookup."""
+
+
+class NonFiniteLossError(WorldFluxError, FloatingPointError):
+    """Too many optimiser steps in a row had a non-finite loss or gradient; training stops."""
+
+
+class NonFiniteGuard:
+    """Skips optimiser steps whose loss or gradients are not finite, and stops a diverged run.
+
+    Use around every optimiser step of an agent::
+
+        out = model.loss(batch)
+        if not self.nonfinite.loss_ok(out, "pets"):
+            continue                                   # skipped and logged
+        out.loss.backward()
+        if not self.nonfinite.gradients_ok(model.named_parameters(), "pets"):
+            continue
+        optimizer.step()
+
+    Args:
+        limit: after this many skipped steps in a row, raise :class:`NonFiniteLossError` naming
+            the loss terms (``LossOutput.components``) or parameters that went bad. The training
+            loop sets it from ``train.max_nonfinite_steps``.
+    """
+
+    def __init__(self, limit: int = 10) -> None:
+        self.limit = int(limit)
+        self.in_a_row = 0
+        """Skipped steps since the last good one (part of the agent's checkpointed state)."""
+        self.skipped = 0
+        """Skipped steps in total (since the agent was built)."""
+
+    def loss_ok(self, out: LossOutput, where: str) -> bool:
+        """True when ``out.loss`` is finite (the streak is not reset until the step is taken)."""
+        if bool(torch.isfinite(out.loss.detach()).all()):
+            return True
+        bad = {name: float(value.detach().float().sum())
+               for name, value in out.components.items()
+               if not bool(torch.isfinite(value.detach()).all())}
+        detail = (", ".join(f"{k}={v}" for k, v in bad.items()) if bad
+                  else f"loss={float(out.loss.detach().float().sum())} (no component is)")
+        self._skip(where, f"non-finite loss term(s) {detail}")
+        return False
+
+    def gradients_ok(self, named_parameters: Iterable[tuple[str, torch.Tensor]],
+                     where: str) -> bool:
+        """True when every gradient is finite; then the streak of skipped steps ends."""
+        named = [(n, p.grad) for n, p in named_parameters if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([g for _, g in named]) if named else None
+        if norm is not None and not math.isfinite(float(norm)):
+            bad = [n for n, g in named if not bool(torch.isfinite(g).all())]
+            self._skip(where, f"non-finite gradient(s) of {', '.join(bad[:5])}"
+                              + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
+            return False
+        self.in_a_row = 0
+        return True
+
+    def _skip(self, where: str, what: str) -> None:
+        self.in_a_row += 1
+        self.skipped += 1
+        logger.warning("%s: %s; optimiser step skipped (%d in a row, limit %d)", where, what,
+                       self.in_a_row, self.limit)
+        if self.in_a_row >= self.limit:
+            raise NonFiniteLossError(
+                f"{where}: {self.in_a_row} optimiser steps in a row were skipped "
+                f"(train.max_nonfinite_steps={self.limit}); the last one had {what}. "
+                "Training diverged: lower the learning rate or check the data"
+            )
 
 
 class Agent(abc.ABC):
@@ -55,6 +130,8 @@ class Agent(abc.ABC):
         self.device = device
         self.seed = seed
         self.rng = np.random.default_rng(seed)
+        self.nonfinite = NonFiniteGuard()
+        """Skips non-finite optimiser steps; the loop sets ``nonfinite.limit``."""
 
     def reset(self) -> None:  # noqa: B027 - optional hook
         """Called at the start of every episode (clears warm starts, recurrent state...)."""

@@ -171,6 +171,7 @@ class PETSAgent(Agent):
         self.model.fit_normalizers(obs[train], action[train], reward[train], next_obs[train])
         n_train = train.numel()
         best_score, best_state, stale, epochs = float("inf"), None, 0, 0
+        skipped = 0
         metrics: dict[str, float] = {}
         for epoch in range(cfg.max_epochs):
             # Each member draws its own bootstrap sample of the training set.
@@ -179,12 +180,15 @@ class PETSAgent(Agent):
             for start in range(0, n_train, cfg.batch_size):
                 idx = boot[:, start:start + cfg.batch_size]
                 out = self.model.transition_loss(obs[idx], action[idx], reward[idx], next_obs[idx])
-                if not torch.isfinite(out.loss):
-                    logger.warning("pets: non-finite loss skipped (%s)", {
-                        k: float(v) for k, v in out.components.items()})
+                # Skipped steps are logged; too many in a row raise NonFiniteLossError.
+                if not self.nonfinite.loss_ok(out, "pets"):
+                    skipped += 1
                     continue
                 self.optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
+                if not self.nonfinite.gradients_ok(self.model.named_parameters(), "pets"):
+                    skipped += 1
+                    continue
                 self.optimizer.step()
                 metrics = out.metrics
             epochs = epoch + 1
@@ -206,7 +210,8 @@ class PETSAgent(Agent):
         result = {f"model/{k}": v for k, v in metrics.items() if not k.startswith("nll_member")}
         result.update({f"model/{k}": v for k, v in metrics.items() if k.startswith("nll_member")})
         result.update({"model/holdout_mse": best_score if n_hold else float("nan"),
-                       "model/epochs": float(epochs), "model/transitions": float(n)})
+                       "model/epochs": float(epochs), "model/transitions": float(n),
+                       "model/nonfinite_skipped": float(skipped)})
         return result
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -220,6 +225,7 @@ class PETSAgent(Agent):
             "env_steps": self.env_steps,
             "trained": self.trained,
             "train_rounds": self.train_rounds,
+            "nonfinite_in_a_row": self.nonfinite.in_a_row,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -231,3 +237,4 @@ class PETSAgent(Agent):
         self.env_steps = int(state["env_steps"])
         self.trained = bool(state["trained"])
         self.train_rounds = int(state["train_rounds"])
+        self.nonfinite.in_a_row = int(state.get("nonfinite_in_a_row", 0))

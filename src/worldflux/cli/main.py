@@ -219,13 +219,16 @@ def _config_from(cls: type, data: Any, where: str) -> Any:
 @app.command()
 def train(
     ctx: typer.Context,
-    agent: Annotated[str, typer.Argument(help="Agent to train; `worldflux models` lists them.")],
+    agent: Annotated[str | None, typer.Argument(
+        help="Agent to train; `worldflux models` lists them. May be left out with --resume.",
+        show_default=False)] = None,
     env: Annotated[str | None, typer.Option(
         "--env", "-e", help="Environment id (default Pendulum-v1); `worldflux envs` lists them.")] = None,
     steps: Annotated[int | None, typer.Option(help="Agent steps to collect (default 10000).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
     out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Run directory (default runs/AGENT-ENV-TIME); must be new.")] = None,
+        "--out", "-o", help="Run directory (default runs/AGENT-ENV-TIME); must be new "
+                            "(use --resume to continue one).")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", "-s", metavar="KEY=VALUE",
         help="Override a setting (repeatable): train.<field> for the training config "
@@ -239,13 +242,33 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default auto).")] = None,
     progress: Annotated[bool, typer.Option(
         "--progress/--no-progress", help="Show a progress bar (only on a terminal).")] = True,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", metavar="RUN_DIR",
+        help="Continue the run in RUN_DIR from its newest valid checkpoint (after a crash or "
+             "kill). Settings come from RUN_DIR/config.json; any given must match it, except "
+             "--steps, which may grow to extend the run.")] = None,
 ) -> None:
-    """Train AGENT online on an environment, evaluating and checkpointing into a run directory."""
+    """Train AGENT online on an environment, evaluating and checkpointing into a run directory.
+
+    A run that was killed (even with SIGKILL) continues with `worldflux train --resume RUN_DIR`:
+    it restarts from the newest checkpoint that verifies (a damaged one is skipped and named),
+    cuts metrics.jsonl and eval.jsonl back to that checkpoint, refills the replay buffer from
+    RUN_DIR/replay/ and, with the same seed on the same machine, records exactly what the
+    uninterrupted run would have. Checkpoints are taken at episode ends every
+    train.checkpoint_every steps (--set train.checkpoint_every=N); with 0, only at the end.
+    """
     from worldflux.training import train as run_training
 
     with _user_errors():
         options = {"env": env, "steps": steps, "seed": seed, "eval_every": eval_every,
                    "eval_episodes": eval_episodes, "device": device}
+        if resume is not None:
+            summary = _resume_training(ctx, agent, resume, out, config, options, set_, progress)
+            _print_summary(summary)
+            return
+        if agent is None:
+            raise ConfigError("AGENT: missing; name the agent to train (`worldflux models` lists "
+                              "them), or continue a run with --resume RUN_DIR")
         train_config, agent_config = build_configs(agent, config, options, set_)
         if out is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -255,6 +278,31 @@ def train(
                                progress=None if progress else False, console=err_console,
                                cli_args=cli_args)
     _print_summary(summary)
+
+
+def _resume_training(ctx: typer.Context, agent: str | None, run_dir: Path, out: Path | None,
+                     config: Path | None, options: dict[str, Any], sets: list[str] | None,
+                     progress: bool) -> dict[str, Any]:
+    """``train --resume RUN_DIR``: the saved config plus the given options, checked by train()."""
+    from worldflux.training import train as run_training
+    from worldflux.training.loop import prepare_run_dir
+
+    if config is not None:
+        raise ConfigError("--config: cannot be combined with --resume (the run's own "
+                          "config.json is used)")
+    if out is not None and Path(out).resolve() != Path(run_dir).resolve():
+        raise ConfigError(f"--out {out}: differs from --resume {run_dir}; give only --resume")
+    prepare_run_dir(run_dir, resume=True)
+    config_file = Path(run_dir) / "config.json"
+    try:
+        saved_agent = json.loads(config_file.read_text(encoding="utf-8"))["agent"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--resume: {config_file} is not a valid run config ({exc!r})") from None
+    train_config, agent_config = build_configs(saved_agent, config_file, options, sets)
+    cli_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in ctx.params.items()}
+    return run_training(agent or saved_agent, train_config, None, run_dir,
+                        agent_config=agent_config, progress=None if progress else False,
+                        console=err_console, cli_args=cli_args, resume=True)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

@@ -144,6 +144,14 @@ class ReplayBuffer:
             f"action_dim={self.action_dim})"
         )
 
+    def sampler_state(self) -> dict[str, Any]:
+        """State of the sampling random generator (for checkpoints; the rows are saved apart)."""
+        return {"bit_generator": self._rng.bit_generator.state}
+
+    def load_sampler_state(self, state: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`sampler_state`."""
+        self._rng.bit_generator.state = dict(state["bit_generator"])
+
     # ------------------------------------------------------------------ writing
     def add(
         self,

@@ -59,11 +59,17 @@ class TrainConfig:
     tensorboard: bool = True
     """Also write TensorBoard events to ``RUN_DIR/tb`` (``metrics.jsonl`` is always written)."""
 
+    max_nonfinite_steps: int = 10
+    """Stop the run (``NonFiniteLossError``, naming the loss term) after this many optimiser
+    steps in a row were skipped for a non-finite loss or gradient; the last good checkpoint
+    stays the newest one."""
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid field."""
         positive = {"steps": self.steps, "eval_episodes": self.eval_episodes,
                     "action_repeat": self.action_repeat, "image_size": self.image_size,
-                    "buffer_capacity": self.buffer_capacity}
+                    "buffer_capacity": self.buffer_capacity,
+                    "max_nonfinite_steps": self.max_nonfinite_steps}
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"train.{name}: got {value}, expected an integer >= 1")

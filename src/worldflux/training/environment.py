@@ -15,6 +15,21 @@ EVAL_SEED_OFFSET = 10_000
 """Evaluation envs are seeded with ``train.seed + EVAL_SEED_OFFSET`` (never the training seed)."""
 
 
+def episode_seed(seed: int, episode: int) -> int:
+    """Seed of the ``reset`` that starts training episode ``episode`` (0-based) of run seed ``seed``.
+
+    Every training episode starts from its own seeded reset, so a resumed run (which rebuilds
+    the env) meets exactly the episode starts of the uninterrupted run. Episode 0 uses ``seed``
+    itself, as the first reset of ``make_env(seed=seed)`` always did (so a run's first episode
+    is the one earlier versions saw); later ones hash ``(seed, episode)`` with ``SeedSequence``,
+    which keeps them apart from the evaluation seeds ``seed + 10_000 + i``.
+    """
+    if episode == 0:
+        return int(seed)
+    entropy = [int(seed) % 2**63, int(episode)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint32)[0])
+
+
 def make_env(config: TrainConfig, *, seed: int) -> gymnasium.Env:
     """The env described by ``config`` (id, action repeat, observation type), seeded with ``seed``."""
     from worldflux import envs

@@ -57,9 +57,13 @@ class JsonlBackend:
 
 
 class TensorBoardBackend:
-    """Scalars into a TensorBoard event file under ``log_dir`` (``RUN_DIR/tb``)."""
+    """Scalars into a TensorBoard event file under ``log_dir`` (``RUN_DIR/tb``).
 
-    def __init__(self, log_dir: str | os.PathLike) -> None:
+    ``purge_step``: a resumed run passes its first new step, so TensorBoard drops the events
+    at or after it that the interrupted run wrote past its checkpoint.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike, purge_step: int | None = None) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:  # tensorboard is a dependency, but may be stripped out
@@ -67,7 +71,7 @@ class TensorBoardBackend:
                 "TensorBoard logging needs the `tensorboard` package (pip install tensorboard); "
                 "or turn it off with --set train.tensorboard=false"
             ) from exc
-        self._writer = SummaryWriter(log_dir=str(log_dir))
+        self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def write(self, step: int, wall_time: float, elapsed: float,
               metrics: Mapping[str, float]) -> None:
@@ -88,19 +92,29 @@ class Logger:
             log.log({"episode/return": 12.5}, step=200)
     """
 
-    def __init__(self, backends: list[LogBackend]) -> None:
+    def __init__(self, backends: list[LogBackend], *, elapsed_offset: float = 0.0) -> None:
         self.backends = list(backends)
-        self._start = time.time()
+        self._start = time.time() - float(elapsed_offset)
         self._closed = False
 
     @classmethod
-    def for_run(cls, run_dir: str | os.PathLike, *, tensorboard: bool = True) -> Logger:
-        """``RUN_DIR/metrics.jsonl`` and, when ``tensorboard``, events in ``RUN_DIR/tb``."""
+    def for_run(cls, run_dir: str | os.PathLike, *, tensorboard: bool = True,
+                elapsed_offset: float = 0.0, purge_step: int | None = None) -> Logger:
+        """``RUN_DIR/metrics.jsonl`` and, when ``tensorboard``, events in ``RUN_DIR/tb``.
+
+        A resumed run passes ``elapsed_offset`` (seconds the run had already run) so
+        ``elapsed`` continues, and ``purge_step`` (see :class:`TensorBoardBackend`).
+        """
         run_dir = Path(run_dir)
         backends: list[LogBackend] = [JsonlBackend(run_dir / "metrics.jsonl")]
         if tensorboard:
-            backends.append(TensorBoardBackend(run_dir / "tb"))
-        return cls(backends)
+            backends.append(TensorBoardBackend(run_dir / "tb", purge_step=purge_step))
+        return cls(backends, elapsed_offset=elapsed_offset)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the logger was opened (plus ``elapsed_offset``)."""
+        return time.time() - self._start
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Write ``metrics`` (numbers, numpy scalars or 0-d tensors) at agent step ``step``."""

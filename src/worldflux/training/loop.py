@@ -9,9 +9,17 @@ owns its models and decides when to train (see :mod:`worldflux.agents.base`). Ru
         metrics.jsonl     one JSON object per log call (episodes, agent metrics, evaluations)
         eval.jsonl        one line per evaluation: {"step", "mean", "std", "returns", "lengths"}
         tb/               TensorBoard events (unless train.tensorboard is false)
-        checkpoints/step_XXXXXXXX/   agent + loop state (see worldflux.training.checkpoint)
+        replay/episode-XXXXXXXX.npz  every finished training episode, written as it ends
+                          (append-only; see worldflux.data.episodes for the schema)
+        checkpoints/step_XXXXXXXX/   agent + loop state (see worldflux.training.checkpoint),
+                          taken at episode ends
+        checkpoints/discarded/       checkpoints a resume passed over (damaged, or newer than
+                          the one it continued from)
         model/            the final world model (save_pretrained), for agents that have one
         summary.json      final evaluation, wall time, steps/s, command-line arguments
+
+A run killed at any moment continues with ``train(..., resume=True)`` or
+``worldflux train --resume RUN_DIR``; see :func:`train`.
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +48,28 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from worldflux.agents.base import NonFiniteGuard, NonFiniteLossError
 from worldflux.core.config import to_dict
 from worldflux.core.device import resolve_device
-from worldflux.core.errors import ConfigError
+from worldflux.core.errors import CheckpointError, ConfigError
 from worldflux.core.io import atomic_write_text
-from worldflux.training.checkpoint import capture_rng_state, checkpoint_path, save_checkpoint
+from worldflux.data.episodes import EPISODE_KEYS, load_episode, save_episode
+from worldflux.training.checkpoint import (
+    capture_rng_state,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from worldflux.training.config import TrainConfig
-from worldflux.training.environment import EVAL_SEED_OFFSET, env_action, make_env, specs_for
+from worldflux.training.environment import (
+    EVAL_SEED_OFFSET,
+    env_action,
+    episode_seed,
+    make_env,
+    specs_for,
+)
 from worldflux.training.evaluate import evaluate
 from worldflux.training.logger import Logger
 
@@ -54,15 +78,19 @@ logger = logging.getLogger(__name__)
 __all__ = ["LoopState", "prepare_run_dir", "train"]
 
 
+REPLAY_DIR = "replay"
+"""Training episodes are written to ``RUN_DIR/replay/episode-XXXXXXXX.npz`` as they finish."""
+
+
 @dataclass
 class LoopState:
-    """Counters of the loop; saved in every checkpoint (what a future ``--resume`` restores)."""
+    """Counters of the loop; saved in every checkpoint and restored by ``resume``."""
 
     env_step: int = 0
     """Agent steps taken so far."""
 
     episodes: int = 0
-    """Training episodes finished so far."""
+    """Training episodes finished so far (= episode files in ``replay/`` the state covers)."""
 
     next_eval: int = 0
     """Evaluate at the first episode end at or after this step (0 = only at the end)."""
@@ -75,29 +103,53 @@ class LoopState:
     recent_returns: list[float] = field(default_factory=list)
     """Returns of the last 100 training episodes."""
 
+    last_log_step: int = 0
+    """Step of the last ``log_every`` record (``perf/steps_per_s`` is measured from it)."""
+
+    episode_open: bool = False
+    """An episode was running when the state was saved (only a final checkpoint can be taken
+    mid-episode). The env's internal state is not saved, so such a checkpoint is not continued."""
+
+    replay_rows: int = 0
+    """Rows in the episode files ``replay/episode-00000000.npz .. episodes - 1``."""
+
+    metrics_bytes: int = 0
+    """Size of ``metrics.jsonl`` when the state was saved; resuming truncates it to this."""
+
+    eval_bytes: int = 0
+    """Size of ``eval.jsonl`` when the state was saved; resuming truncates it to this."""
+
+    elapsed_s: float = 0.0
+    """Seconds of training (all sessions of the run) when the state was saved."""
+
+    resumes: int = 0
+    """How many times the run was resumed before the state was saved."""
+
 
 def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool = False,
                     create: bool = True) -> Path:
     """Check ``run_dir`` and create it (unless ``create`` is False).
 
-    A directory that already holds a run (``config.json``) is refused.
+    A new run refuses a directory that already holds a run (``config.json``); ``resume``
+    requires one.
 
     Raises:
-        ConfigError: the directory already holds a run, or ``resume`` was asked (not yet
-            supported).
+        ConfigError: the directory already holds a run, or (``resume``) holds none.
     """
     run_dir = Path(run_dir)
-    if resume:
-        # Hook for --resume: restore LoopState, the agent and the buffer from
-        # latest_checkpoint(run_dir) instead of refusing. Needs the replay buffer in checkpoints.
-        raise ConfigError(f"resume: continuing the run in {run_dir} is not supported yet; "
-                          "start a new run with a new --out")
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"out: {run_dir} exists and is not a directory")
+    if resume:
+        if not (run_dir / "config.json").is_file():
+            raise ConfigError(
+                f"resume: {run_dir / 'config.json'} is missing; {run_dir} is not a run directory "
+                "written by `worldflux train` (or its run never started)"
+            )
+        return run_dir
     if (run_dir / "config.json").exists():
         raise ConfigError(
-            f"out: {run_dir} already holds a run (config.json); choose a new --out "
-            "(resuming a run is not supported yet)"
+            f"out: {run_dir} already holds a run (config.json); choose a new --out, or continue "
+            f"it with --resume {run_dir}"
         )
     if create:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +190,15 @@ class _MetricMeans:
         self._counts.clear()
         return means
 
+    def state(self) -> dict[str, Any]:
+        # Lists, not a dict: metric names contain '/', which checkpoint keys may not.
+        return {"names": list(self._sums), "sums": list(self._sums.values()),
+                "counts": [self._counts[k] for k in self._sums]}
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        self._sums = {k: float(v) for k, v in zip(state["names"], state["sums"], strict=True)}
+        self._counts = {k: int(v) for k, v in zip(state["names"], state["counts"], strict=True)}
+
 
 def train(
     agent_name: str,
@@ -157,29 +218,56 @@ def train(
         agent_name: a registered agent (``worldflux models`` lists them), e.g. ``"pets"``.
         train_config: env, budget, seed, evaluation and checkpoint schedule.
         agent_overrides: dotted agent-config overrides, e.g. ``{"planner.horizon": "20"}``.
-        out_dir: the run directory (created; must not already hold a run).
+        out_dir: the run directory (created; must not already hold a run unless ``resume``).
         agent_config: a ready agent config instance (``agent_overrides`` apply on top).
         progress: show a rich progress bar; None = only when ``console`` is a terminal.
         console: where the progress bar goes (default: stderr).
         cli_args: the command-line arguments, recorded in ``summary.json``.
-        resume: continue an existing run (not supported yet: raises ConfigError).
+        resume: continue the run in ``out_dir`` (see below).
+
+    Resuming: a run killed at any moment (SIGKILL included) continues from its newest
+    checkpoint that verifies; a damaged one is skipped with a warning naming it (and moved to
+    ``checkpoints/discarded/`` with any newer one). ``train_config`` and ``agent_config`` default
+    to the saved ones; anything given must equal ``config.json`` except ``steps``, which may grow
+    (the run is then extended). Checkpoints are taken only at episode ends and every training
+    episode starts from ``env.reset(seed=episode_seed(seed, episode))``, so the env needs no
+    saved state; the checkpoint holds the agent (models, optimisers, planner, generators), the
+    loop counters and pending metric means, the global RNG states, the buffer's sampling
+    generator, and how many episode files of ``replay/`` (append-only) it covers. On resume,
+    ``metrics.jsonl`` and ``eval.jsonl`` are cut back to their size at the checkpoint, episode
+    files past it are deleted, and the buffer is refilled from the covered ones; with a fixed
+    seed on one machine the resumed run then records exactly what the uninterrupted run would
+    (wall times and steps/s aside). A final checkpoint taken mid-episode cannot be extended; the
+    newest episode-end checkpoint is used instead. A run without any checkpoint starts over; a
+    finished run (``summary.json`` present, no more steps asked) returns its saved summary.
 
     Returns:
         The summary: ``final_eval`` (mean, std, returns), ``wall_time_s``, ``steps``,
-        ``env_steps_per_s``, ``episodes``, paths of the final checkpoint and model.
+        ``env_steps_per_s``, ``episodes``, paths of the final checkpoint and model,
+        ``resumed_from`` (the checkpoint this session started from, or None).
 
     Raises:
         ConfigError, RegistryError: invalid settings, unknown agent or env, or a run directory
-            that already holds a run; raised before the run directory is created.
+            that already holds a run (without ``resume``); raised before the run directory is
+            created. With ``resume``: no ``config.json``, settings that conflict with it, or no
+            checkpoint that can be continued.
+        NonFiniteLossError: ``train.max_nonfinite_steps`` optimiser steps in a row had a
+            non-finite loss or gradient; the newest checkpoint is the last good one.
     """
     from worldflux import __version__
     from worldflux.agents import build_agent
     from worldflux.data import ReplayBuffer
 
-    cfg = train_config or TrainConfig()
+    run_dir = Path(out_dir)
+    saved = None
+    if resume:
+        saved = _resume_configs(run_dir, agent_name, train_config, agent_config, agent_overrides)
+        agent_name, cfg, agent_config, agent_overrides = saved["agent"], *saved["configs"], None
+    else:
+        cfg = train_config or TrainConfig()
     cfg.validate()
     device = resolve_device(cfg.device)
-    run_dir = prepare_run_dir(out_dir, resume=resume, create=False)
+    prepare_run_dir(run_dir, resume=resume, create=False)
     console = console or Console(stderr=True)
     show_progress = console.is_terminal if progress is None else progress
 
@@ -187,28 +275,56 @@ def train(
     env = make_env(cfg, seed=cfg.seed)
     eval_env = None
     log = None
+    resumed_from = None
     try:
         eval_env = make_env(cfg, seed=cfg.seed + EVAL_SEED_OFFSET)
         obs_spec, action_spec = specs_for(env)
         agent = build_agent(agent_name, obs_spec, action_spec, device=device, seed=cfg.seed,
                             config=agent_config, overrides=dict(agent_overrides or {}))
+        if isinstance(getattr(agent, "nonfinite", None), NonFiniteGuard):
+            agent.nonfinite.limit = cfg.max_nonfinite_steps
         buffer = ReplayBuffer(cfg.buffer_capacity, obs_spec.shape, action_spec.dim,
                               obs_dtype=np.dtype(obs_spec.dtype), seed=cfg.seed)
-        prepare_run_dir(run_dir)  # created only once the env and the agent could be built
         run_config = {"agent": agent_name, "agent_config": to_dict(agent.config),
                       "train": to_dict(cfg), "obs_spec": asdict(obs_spec),
                       "action_spec": asdict(action_spec), "worldflux_version": __version__}
+        means = _MetricMeans()
+        if saved is not None:
+            _check_specs(run_dir, saved["run_config"], run_config)
+            restored = _restore(run_dir, cfg, agent, buffer, means)
+            if restored is None:  # finished, nothing more asked
+                return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+            state, resumed_from = restored
+            run_config["worldflux_version"] = saved["run_config"].get("worldflux_version")
+            if run_config["worldflux_version"] != __version__:
+                logger.warning("resume: the run was started with worldflux %s, this is %s",
+                               run_config["worldflux_version"], __version__)
+        else:
+            prepare_run_dir(run_dir)  # created only once the env and the agent could be built
+            state = LoopState(next_eval=cfg.eval_every, next_checkpoint=cfg.checkpoint_every)
+        # Rewritten on resume too: an extended run records its new steps.
         atomic_write_text(run_dir / "config.json", json.dumps(run_config, indent=2))
-        log = Logger.for_run(run_dir, tensorboard=cfg.tensorboard)
-        state = LoopState(next_eval=cfg.eval_every, next_checkpoint=cfg.checkpoint_every)
-        start = time.perf_counter()
-        with _progress(console, show_progress) as bar:
-            task = bar.add_task(f"{agent_name} on {cfg.env}", total=cfg.steps, info="")
-            _collect(agent, env, eval_env, buffer, log, cfg, state, run_dir,
-                     lambda info: bar.update(task, advance=1, info=info))
-        collect_time = time.perf_counter() - start
-        final_eval = _finish(agent, eval_env, log, cfg, state, run_dir)
-        wall_time = time.perf_counter() - start
+        log = Logger.for_run(run_dir, tensorboard=cfg.tensorboard, elapsed_offset=state.elapsed_s,
+                             purge_step=state.env_step + 1 if resume else None)
+        run = _Run(agent, env, eval_env, buffer, log, cfg, state, run_dir, means,
+                   clock_start=time.perf_counter(), elapsed_before=state.elapsed_s)
+        start_step = state.env_step
+        try:
+            with _progress(console, show_progress) as bar:
+                task = bar.add_task(f"{agent_name} on {cfg.env}", total=cfg.steps,
+                                    completed=state.env_step, info="")
+                _collect(run, lambda info: bar.update(task, advance=1, info=info))
+            collect_time = time.perf_counter() - run.clock_start
+            final_eval = _finish(run)
+        except NonFiniteLossError as exc:
+            good = (checkpoint_path(run_dir, state.last_checkpoint_step)
+                    if state.last_checkpoint_step >= 0 else None)
+            raise NonFiniteLossError(
+                f"{exc}. The run stopped at step {state.env_step}; "
+                + (f"its last good checkpoint is {good} (`worldflux eval {run_dir}` uses it)"
+                   if good else "no checkpoint had been written yet")
+            ) from exc
+        wall_time = run.elapsed_before + time.perf_counter() - run.clock_start
     finally:
         for closable in (env, eval_env, log):
             if closable is not None:
@@ -221,12 +337,13 @@ def train(
     summary = {
         "agent": agent_name, "env": cfg.env, "seed": cfg.seed, "steps": state.env_step,
         "episodes": state.episodes, "wall_time_s": round(wall_time, 3),
-        "env_steps_per_s": round(state.env_step / max(collect_time, 1e-9), 2),
+        "env_steps_per_s": round((state.env_step - start_step) / max(collect_time, 1e-9), 2),
         "final_eval": {k: final_eval[k] for k in ("mean", "std", "returns", "lengths")},
         "recent_train_returns": state.recent_returns[-10:],
         "run_dir": str(run_dir),
         "checkpoint": str(checkpoint_path(run_dir, state.env_step)),
         "model": str(model_dir) if model_dir is not None else None,
+        "resumed_from": str(resumed_from) if resumed_from is not None else None,
         "cli_args": dict(cli_args) if cli_args is not None else None,
         "worldflux_version": __version__,
     }
@@ -234,34 +351,71 @@ def train(
     return summary
 
 
-def _collect(agent, env, eval_env, buffer, log: Logger, cfg: TrainConfig, state: LoopState,
-             run_dir: Path, advance) -> None:
-    """Take ``cfg.steps`` agent steps, storing rows and calling ``agent.update`` after each."""
+@dataclass
+class _Run:
+    """What the loop's helpers share during one session of a run."""
+
+    agent: Any
+    env: Any
+    eval_env: Any
+    buffer: Any
+    log: Logger
+    cfg: TrainConfig
+    state: LoopState
+    run_dir: Path
+    means: _MetricMeans
+    clock_start: float
+    """``time.perf_counter()`` when this session started collecting."""
+    elapsed_before: float
+    """Seconds the run had trained in earlier sessions."""
+
+
+def _collect(run: _Run, advance) -> None:
+    """Take agent steps up to ``cfg.steps``, storing rows and calling ``agent.update`` after each.
+
+    Order within a step that ends an episode: episode file, episode log, evaluation, periodic
+    log, checkpoint, then the next episode's reset; so everything up to the checkpoint's step is
+    on disk when it is taken, and nothing after it.
+    """
+    agent, env, buffer, log, cfg, state = run.agent, run.env, run.buffer, run.log, run.cfg, run.state
     zero_action = np.zeros(agent.action_spec.dim, dtype=np.float32)
+    rows: dict[str, list] = {}
+
+    def record(obs, action, reward, terminated, truncated, is_first) -> None:
+        buffer.add(obs, action, reward, terminated, truncated, is_first)
+        if is_first:
+            rows.clear()
+        row = (np.array(obs, copy=True), action, reward, terminated, truncated, is_first)
+        for key, value in zip(EPISODE_KEYS, row, strict=True):
+            rows.setdefault(key, []).append(value)
 
     def begin_episode():
-        obs, _ = env.reset()
+        obs, _ = env.reset(seed=episode_seed(cfg.seed, state.episodes))
         agent.reset()
-        buffer.add(obs, zero_action, 0.0, False, False, True)
+        record(obs, zero_action, 0.0, False, False, True)
         return obs
 
-    obs = begin_episode()
+    obs = begin_episode() if state.env_step < cfg.steps else None
     episode_return, episode_length = 0.0, 0
-    means = _MetricMeans()
-    last_log_step, last_log_time = 0, time.perf_counter()
+    last_log_time = time.perf_counter()
     info = ""
     while state.env_step < cfg.steps:
         action, stored = env_action(agent.act(obs, explore=True), agent.action_spec)
         obs, reward, terminated, truncated, _ = env.step(action)
         terminated, truncated = bool(terminated), bool(truncated)
-        buffer.add(obs, stored, float(reward), terminated, truncated, False)
+        record(obs, stored, float(reward), terminated, truncated, False)
         state.env_step += 1
         episode_return += float(reward)
         episode_length += 1
         done = terminated or truncated
-        means.add(agent.update(buffer, env_step=state.env_step, episode_done=done) or {})
+        state.episode_open = not done
+        run.means.add(agent.update(buffer, env_step=state.env_step, episode_done=done) or {})
 
+        checkpoint_due = False
         if done:
+            save_episode(run.run_dir / REPLAY_DIR / f"episode-{state.episodes:08d}.npz",
+                         {key: np.asarray(value) for key, value in rows.items()})
+            state.replay_rows += len(rows["rewards"])
             state.episodes += 1
             state.recent_returns = [*state.recent_returns[-99:], episode_return]
             log.log({"episode/return": episode_return, "episode/length": episode_length,
@@ -271,56 +425,242 @@ def _collect(agent, env, eval_env, buffer, log: Logger, cfg: TrainConfig, state:
             logger.info("step %d: episode %d return %.2f (%d steps)", state.env_step,
                         state.episodes, episode_return, episode_length)
             if state.next_eval and state.env_step >= state.next_eval and state.env_step < cfg.steps:
-                result = _evaluate(agent, eval_env, log, cfg, state, run_dir)
+                result = _evaluate(run)
                 info += f" | eval {result['mean']:.1f}"
                 state.next_eval = (state.env_step // cfg.eval_every + 1) * cfg.eval_every
-            if (state.next_checkpoint and state.env_step >= state.next_checkpoint
-                    and state.env_step < cfg.steps):
-                _checkpoint(agent, state, run_dir)
-                state.next_checkpoint = ((state.env_step // cfg.checkpoint_every + 1)
-                                         * cfg.checkpoint_every)
-            if state.env_step < cfg.steps:
-                obs = begin_episode()
-            episode_return, episode_length = 0.0, 0
+            checkpoint_due = bool(state.next_checkpoint and state.env_step >= state.next_checkpoint
+                                  and state.env_step < cfg.steps)
 
         if cfg.log_every and state.env_step % cfg.log_every == 0:
             now = time.perf_counter()
-            metrics = {f"train/{k}": v for k, v in means.pop().items()}
+            metrics = {f"train/{k}": v for k, v in run.means.pop().items()}
             metrics.update({k if k.startswith("planner/") else f"planner/{k}": v
                             for k, v in agent.planner_metrics().items()})
-            metrics["perf/steps_per_s"] = (state.env_step - last_log_step) / max(now - last_log_time, 1e-9)
+            metrics["perf/steps_per_s"] = ((state.env_step - state.last_log_step)
+                                           / max(now - last_log_time, 1e-9))
             metrics["buffer/rows"] = len(buffer)
             log.log(metrics, step=state.env_step)
-            last_log_step, last_log_time = state.env_step, now
+            state.last_log_step, last_log_time = state.env_step, now
+        if checkpoint_due:
+            _checkpoint(run)
+            state.next_checkpoint = ((state.env_step // cfg.checkpoint_every + 1)
+                                     * cfg.checkpoint_every)
+        if done and state.env_step < cfg.steps:
+            obs = begin_episode()
+            episode_return, episode_length = 0.0, 0
         advance(info)
-    leftover = means.pop()
+    leftover = run.means.pop()
     if leftover:
         log.log({f"train/{k}": v for k, v in leftover.items()}, step=state.env_step)
 
 
-def _evaluate(agent, eval_env, log: Logger, cfg: TrainConfig, state: LoopState,
-              run_dir: Path) -> dict[str, Any]:
-    result = evaluate(agent, eval_env, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET)
-    log.log({"eval/return_mean": result["mean"], "eval/return_std": result["std"],
-             "eval/length_mean": float(np.mean(result["lengths"]))}, step=state.env_step)
+def _evaluate(run: _Run) -> dict[str, Any]:
+    cfg, state = run.cfg, run.state
+    result = evaluate(run.agent, run.eval_env, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET)
+    run.log.log({"eval/return_mean": result["mean"], "eval/return_std": result["std"],
+                 "eval/length_mean": float(np.mean(result["lengths"]))}, step=state.env_step)
     line = {"step": state.env_step, "wall_time": round(time.time(), 3), **result}
-    with open(run_dir / "eval.jsonl", "a", encoding="utf-8") as fh:
+    with open(run.run_dir / "eval.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(line) + "\n")
     state.last_eval_step = state.env_step
     logger.info("step %d: eval return %.2f +- %.2f", state.env_step, result["mean"], result["std"])
     return result
 
 
-def _checkpoint(agent, state: LoopState, run_dir: Path) -> Path:
-    loop = {**asdict(state), "rng": capture_rng_state()}
-    path = save_checkpoint(run_dir, state.env_step, {"agent": agent.state_dict(), "loop": loop})
+def _file_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _checkpoint(run: _Run) -> Path:
+    """Save everything a resumed run needs (the episode files are already on disk)."""
+    state = run.state
     state.last_checkpoint_step = state.env_step
-    return path
+    state.elapsed_s = run.elapsed_before + time.perf_counter() - run.clock_start
+    state.metrics_bytes = _file_size(run.run_dir / "metrics.jsonl")  # flushed at every log
+    state.eval_bytes = _file_size(run.run_dir / "eval.jsonl")
+    loop = {**asdict(state), "metric_means": run.means.state(), "rng": capture_rng_state()}
+    return save_checkpoint(run.run_dir, state.env_step,
+                           {"agent": run.agent.state_dict(), "loop": loop,
+                            "buffer": {"sampler": run.buffer.sampler_state()}})
 
 
-def _finish(agent, eval_env, log: Logger, cfg: TrainConfig, state: LoopState,
-            run_dir: Path) -> dict[str, Any]:
-    """Final evaluation and checkpoint (unless one was just made at this very step)."""
-    if state.last_checkpoint_step != state.env_step:
-        _checkpoint(agent, state, run_dir)
-    return _evaluate(agent, eval_env, log, cfg, state, run_dir)
+def _finish(run: _Run) -> dict[str, Any]:
+    """Final checkpoint (unless one was just made at this very step), then final evaluation."""
+    if run.state.last_checkpoint_step != run.state.env_step:
+        _checkpoint(run)
+    return _evaluate(run)
+
+
+# -- resuming -------------------------------------------------------------------------------------
+def _resume_configs(run_dir: Path, agent_name: str | None, train_config: TrainConfig | None,
+                    agent_config: Any, agent_overrides: Mapping[str, str] | None) -> dict[str, Any]:
+    """Saved run config, and the configs to continue with; refuses settings that conflict."""
+    from worldflux.agents import agent_config_class
+    from worldflux.agents.base import AgentRegistry
+    from worldflux.core.config import apply_overrides, from_dict
+
+    prepare_run_dir(run_dir, resume=True)
+    config_file = run_dir / "config.json"
+    try:
+        saved = json.loads(config_file.read_text(encoding="utf-8"))
+        saved_agent = AgentRegistry.get(saved["agent"]).name
+        saved_train = from_dict(TrainConfig, saved["train"])
+        saved_agent_config = from_dict(agent_config_class(saved_agent), saved["agent_config"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"resume: {config_file} is not a valid run config ({exc!r})") from None
+    if agent_name is not None and AgentRegistry.get(agent_name).name != saved_agent:
+        raise ConfigError(f"resume: {run_dir} is a run of agent '{saved_agent}', "
+                          f"got agent '{agent_name}'")
+    cfg = train_config if train_config is not None else saved_train
+    given_agent = agent_config if agent_config is not None else saved_agent_config
+    if agent_overrides:
+        given_agent = apply_overrides(given_agent, dict(agent_overrides))
+    conflicts = _differences(to_dict(saved_train), to_dict(cfg), "train.")
+    conflicts = [c for c in conflicts if c[0] != "train.steps"]
+    if cfg.steps < saved_train.steps:
+        conflicts.append(("train.steps", saved_train.steps, cfg.steps))
+    conflicts += _differences(to_dict(saved_agent_config), to_dict(given_agent), "")
+    if conflicts:
+        listed = "; ".join(f"{key}: saved {old!r}, given {new!r}" for key, old, new in conflicts)
+        raise ConfigError(
+            f"resume: settings conflict with {config_file}: {listed}. A resumed run keeps its "
+            "settings (only train.steps may grow); start a new run to change them"
+        )
+    return {"agent": saved_agent, "configs": (cfg, given_agent), "run_config": saved}
+
+
+def _differences(saved: Mapping[str, Any], given: Mapping[str, Any],
+                 prefix: str) -> list[tuple[str, Any, Any]]:
+    out = []
+    for key in sorted(set(saved) | set(given)):
+        old, new = saved.get(key), given.get(key)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            out += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            out.append((f"{prefix}{key}", old, new))
+    return out
+
+
+def _check_specs(run_dir: Path, saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    for key in ("obs_spec", "action_spec"):
+        if key in saved and json.loads(json.dumps(now[key])) != saved[key]:
+            raise ConfigError(f"resume: the env's {key} is now {now[key]}, the run in {run_dir} "
+                              f"was trained with {saved[key]} (env or wrapper changed?)")
+
+
+def _repair_checkpoint_dir(run_dir: Path) -> None:
+    """Undo what a kill during :func:`save_checkpoint` leaves behind."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        if path.name.startswith(".old-step_"):  # killed between the two renames of a re-save
+            final = root / path.name[len(".old-"):].rsplit("-", 1)[0]
+            if final.exists():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.replace(path, final)
+        elif path.name.startswith(".tmp-"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _pick_checkpoint(run_dir: Path, cfg: TrainConfig) -> tuple[Path, dict[str, Any], list[Path]]:
+    """Newest checkpoint that verifies and can be continued; also the newer ones passed over."""
+    passed: list[Path] = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            loaded = load_checkpoint(path)
+        except CheckpointError as exc:
+            logger.warning("resume: skipping damaged checkpoint %s: %s", path.name, exc)
+            passed.append(path)
+            continue
+        loop = loaded["state"].get("loop", {})
+        if "replay_rows" not in loop:
+            logger.warning("resume: skipping checkpoint %s: written by a worldflux without "
+                           "resume support (no replay buffer state)", path.name)
+        elif loop["episode_open"] and cfg.steps > loop["env_step"]:
+            logger.warning("resume: skipping checkpoint %s: taken mid-episode (the final one), "
+                           "so it cannot be extended", path.name)
+        else:
+            return path, loaded["state"], passed
+        passed.append(path)
+    raise ConfigError(
+        f"resume: no checkpoint in {run_dir / 'checkpoints'} can be continued ("
+        + ", ".join(p.name for p in passed) + "); start a new run with a new --out"
+    )
+
+
+def _truncate(path: Path, size: int) -> None:
+    current = _file_size(path)
+    if current < size:
+        raise CheckpointError(f"resume: {path} has {current} bytes, fewer than the {size} "
+                              "the checkpoint recorded (the file was cut or replaced)")
+    if path.exists():
+        os.truncate(path, size)
+
+
+def _restore(run_dir: Path, cfg: TrainConfig, agent, buffer,
+             means: _MetricMeans) -> tuple[LoopState, Path | None] | None:
+    """Bring the run directory, agent, buffer and RNGs back to the newest usable checkpoint.
+
+    Returns ``(loop state, checkpoint)``, or None when the run is finished and no more steps
+    are asked. A run killed before its first checkpoint starts over (checkpoint None).
+    """
+    _repair_checkpoint_dir(run_dir)
+    for folder in (run_dir, run_dir / REPLAY_DIR):  # atomic writes cut short by the kill
+        for leftover in folder.glob(".*.tmp") if folder.is_dir() else ():
+            leftover.unlink(missing_ok=True)
+    if not list_checkpoints(run_dir):
+        logger.warning("resume: %s has no checkpoint yet; starting the run over from step 0",
+                       run_dir)
+        path, saved, passed = None, None, []
+        loop: dict[str, Any] = asdict(LoopState(next_eval=cfg.eval_every,
+                                                next_checkpoint=cfg.checkpoint_every))
+    else:
+        path, saved, passed = _pick_checkpoint(run_dir, cfg)
+        loop = dict(saved["loop"])
+        if loop["env_step"] >= cfg.steps and (run_dir / "summary.json").is_file():
+            logger.info("resume: %s is finished (step %d); nothing to do", run_dir,
+                        loop["env_step"])
+            return None
+        if passed:
+            logger.warning("resume: continuing from %s (step %d) instead of %s", path.name,
+                           loop["env_step"], ", ".join(p.name for p in passed))
+    for newer in passed:  # out of list_checkpoints' sight, kept for inspection
+        discarded = run_dir / "checkpoints" / "discarded" / newer.name
+        if discarded.exists():
+            shutil.rmtree(discarded)
+        discarded.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(newer, discarded)
+
+    _truncate(run_dir / "metrics.jsonl", int(loop["metrics_bytes"]))
+    _truncate(run_dir / "eval.jsonl", int(loop["eval_bytes"]))
+    (run_dir / "summary.json").unlink(missing_ok=True)
+
+    episodes, replay = int(loop["episodes"]), run_dir / REPLAY_DIR
+    files = sorted(replay.glob("episode-*.npz")) if replay.is_dir() else []
+    for file in files[episodes:]:  # written after the checkpoint; they will be written again
+        file.unlink()
+    rows = 0
+    for index in range(episodes):
+        episode = load_episode(replay / f"episode-{index:08d}.npz", obs_shape=buffer.obs_shape,
+                               action_dim=buffer.action_dim, obs_dtype=buffer.obs_dtype)
+        buffer.add_episode(episode)
+        rows += len(episode["rewards"])
+    if rows != loop["replay_rows"]:
+        raise CheckpointError(f"resume: {replay} holds {rows} rows in episodes 0..{episodes - 1}, "
+                              f"the checkpoint {path} recorded {loop['replay_rows']}")
+
+    if saved is not None:
+        buffer.load_sampler_state(saved["buffer"]["sampler"])
+        agent.load_state_dict(saved["agent"])
+        means.load(loop.pop("metric_means"))
+        rng = loop.pop("rng")
+        state = LoopState(**{f.name: loop[f.name] for f in fields(LoopState) if f.name in loop})
+        restore_rng_state(rng)  # last: building the agent reseeded torch
+    else:
+        state = LoopState(**loop)
+    state.resumes += 1
+    logger.info("resume: continuing %s from step %d (%d episodes, %d replay rows)", run_dir,
+                state.env_step, state.episodes, rows)
+    return state, path
