@@ -1,6 +1,7 @@
 """iCEM against CEM on one learned model: equal return with at most a third of the samples?
 
-Loads the PETS agent trained by ``pets_cartpole_swingup`` (its run directory), then evaluates
+Loads a trained PETS agent (by default the run of ``pets_cartpole_swingup``; ``--run`` picks
+another, e.g. a ``pets_pendulum`` seed), then evaluates
 the same model with two planners on the same evaluation episodes (same seeds):
 CEM with population 500 x 5 iterations (2500 sequences per decision) and iCEM with population
 200 decaying by 1.25 (about 700 sequences per decision, elites and the mean included).
@@ -70,16 +71,17 @@ def main(argv: list[str] | None = None) -> None:
                label=f"{label}: {r['sequences_per_decision']:.0f} sequences/decision")
     ax.set_xticks(range(len(results)), list(results))
     ax.set_ylabel("evaluation return")
-    ax.set_title("Same learned model, cartpole-swingup")
+    ax.set_title(f"Same learned model, {train_config.env}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(plot_path("icem_vs_cem"), dpi=120)
-    payload = {"run": args.run, "checkpoint_step": step, "episodes": args.episodes,
+    name = "icem_vs_cem_" + train_config.env.replace("/", "_").lower()
+    fig.savefig(plot_path(name), dpi=120)
+    payload = {"run": args.run, "task": train_config.env, "checkpoint_step": step, "episodes": args.episodes,
                "results": results, "icem_over_cem_sequences": round(ratio, 3),
                "icem_over_cem_return": round(return_ratio, 3),
                "target": "iCEM return ~= CEM return with <= 1/3 of the sequences",
                "passed": ratio <= 1 / 3 and return_ratio >= 0.95}
-    path = write_result("icem_vs_cem", payload, started)
+    path = write_result(name, payload, started)
     print(json.dumps({k: payload[k] for k in ("icem_over_cem_sequences", "icem_over_cem_return",
                                              "passed")}, indent=2))
     print(f"wrote {path}")
