@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 BENCHMARKS = {
@@ -21,6 +22,12 @@ def main() -> None:
     name = sys.argv[1]
     if name not in BENCHMARKS:
         raise SystemExit(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    threads = int(os.environ.get("WF_BENCH_THREADS", 0))
+    if threads:
+        # On a loaded 2-core machine, one thread per process avoids OpenMP barrier stalls.
+        import torch
+
+        torch.set_num_threads(threads)
     importlib.import_module(f"benchmarks.{name}").main(sys.argv[2:])
 
 
