@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent / ".peer-venvs"
 # mbrl 0.2.0 pins hydra-core 1.0 / omegaconf 2.0, which fail on Python 3.11; the newer
 # releases below work with its code (agent built with _recursive_=False).
 PEERS = {
-    "mbrl": ["torch==2.13.0", "numpy", "mbrl==0.2.0", "hydra-core==1.3.2", "omegaconf==2.3.0"],
+    # Install steps in order: torch first (our local CPU wheel), the peer, then overrides of
+    # the peer's own pins (pip reports the conflict and installs them).
+    "mbrl": [["torch==2.13.0", "numpy"], ["mbrl==0.2.0"], ["hydra-core==1.3.2", "omegaconf==2.3.0"]],
 }
 
 
@@ -22,8 +24,7 @@ def peer_python(name: str) -> Path:
     marker = venv / ".installed"
     if not marker.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pins = PEERS[name]
-        subprocess.run([str(python), "-m", "pip", "install", "-q", pins[0], "numpy"], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *pins[2:]], check=True)
+        for step in PEERS[name]:
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *step], check=True)
         marker.touch()
     return python
