@@ -34,7 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks icem_vs_cem")
     parser.add_argument("--run", default="benchmarks/results/runs/pets_cartpole_swingup/seed0")
     parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--icem-population", type=int, default=200)
+    parser.add_argument("--icem-elites", type=int, default=20)
+    parser.add_argument("--icem-beta", type=float, default=2.0, help="coloured-noise exponent")
+    parser.add_argument("--name-suffix", default="", help="appended to the result file name")
     args = parser.parse_args(argv)
+    PLANNERS["icem"] = {"name": "icem", "population": args.icem_population, "iterations": 5,
+                        "elites": args.icem_elites, "noise_beta": args.icem_beta}
     started = time.time()
     agent, train_config, checkpoint, step = load_run(args.run, device="cpu")
     env = make_env(train_config, seed=train_config.seed + EVAL_SEED_OFFSET)
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     ax.set_title(f"Same learned model, {train_config.env}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    name = "icem_vs_cem_" + train_config.env.replace("/", "_").lower()
+    name = "icem_vs_cem_" + train_config.env.replace("/", "_").lower() + args.name_suffix
     fig.savefig(plot_path(name), dpi=120)
     payload = {"run": args.run, "task": train_config.env, "checkpoint_step": step, "episodes": args.episodes,
                "results": results, "icem_over_cem_sequences": round(ratio, 3),
