@@ -37,10 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--icem-population", type=int, default=200)
     parser.add_argument("--icem-elites", type=int, default=20)
     parser.add_argument("--icem-beta", type=float, default=2.0, help="coloured-noise exponent")
+    parser.add_argument("--icem-execute", default="best", choices=["best", "mean"])
     parser.add_argument("--name-suffix", default="", help="appended to the result file name")
     args = parser.parse_args(argv)
     PLANNERS["icem"] = {"name": "icem", "population": args.icem_population, "iterations": 5,
-                        "elites": args.icem_elites, "noise_beta": args.icem_beta}
+                        "elites": args.icem_elites, "noise_beta": args.icem_beta,
+                        "icem_execute": args.icem_execute}
     started = time.time()
     agent, train_config, checkpoint, step = load_run(args.run, device="cpu")
     env = make_env(train_config, seed=train_config.seed + EVAL_SEED_OFFSET)

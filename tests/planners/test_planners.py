@@ -252,3 +252,23 @@ def test_nan_scores_are_never_elites():
 
     result = make_planner(small_config("random"), A).plan(objective)
     assert math.isfinite(result.value) and float(result.actions[0, 0]) <= 0
+
+
+def test_icem_executes_best_or_mean_as_configured():
+    import torch
+
+    from worldflux.planners import PlannerConfig, make_planner
+
+    target = torch.linspace(-0.5, 0.5, 10)[:, None]
+
+    def objective(x):
+        return -((x - target) ** 2).sum((1, 2))
+
+    best = make_planner(PlannerConfig(name="icem", horizon=10, population=64, elites=8), 1)
+    result = best.plan(objective)
+    assert torch.isclose(objective(result.actions[None])[0], torch.tensor(result.value))
+    mean = make_planner(PlannerConfig(name="icem", horizon=10, population=64, elites=8,
+                                      icem_execute="mean"), 1)
+    result = mean.plan(objective)
+    assert torch.equal(result.actions, mean._previous)
+    assert float(objective(result.actions[None])[0]) > -0.05

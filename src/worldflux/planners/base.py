@@ -61,7 +61,9 @@ class PlannerConfig:
     keep_elites_fraction: float = 0.3
     """iCEM: fraction of elites carried to the next iteration and, shifted, to the next step."""
     return_best: bool = False
-    """Return the best sequence seen instead of the distribution mean (iCEM always does)."""
+    """CEM/MPPI: return the best sequence seen instead of the distribution mean."""
+    icem_execute: Literal["best", "mean"] = "best"
+    """iCEM: execute the best sequence found (Pinneri et al. 2020) or the refitted mean."""
     warm_start: bool = True
     """Shift the previous solution by one step to start the next decision."""
 

@@ -13,7 +13,8 @@ from worldflux.planners.noise import colored_noise
 @PlannerRegistry.register("icem", tier="reference",
                           description="iCEM: coloured noise, elite reuse, shift-and-reuse (Pinneri 2020)")
 class ICEMPlanner(Planner):
-    """iCEM returns the best sequence found (the paper executes the best elite)."""
+    """iCEM returns the best sequence found (the paper executes the best elite), or the refitted
+    mean with ``icem_execute="mean"``."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -60,7 +61,9 @@ class ICEMPlanner(Planner):
             std = (a * std + (1 - a) * elites.std(0, unbiased=False)).clamp(cfg.min_std, cfg.max_std)
             carried = elites[:keep]
         self._elites = elites[:keep].clone()
-        result = self._result(best, best_value, evaluated, elite_mean=float(elite_values.mean()))
+        solution = best if cfg.icem_execute == "best" else mean
+        result = self._result(solution, best_value, evaluated,
+                              elite_mean=float(elite_values.mean()))
         # Warm start from the refitted mean, not only the best sequence.
         self.remember(mean)
         return result
