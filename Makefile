@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_PIN := torch==2.13.0
-EXTRAS ?= dev,dmc,atari
+EXTRAS ?= dev,dmc,atari,onnx,hub,wandb,video
 
 # Headless MuJoCo rendering (dm_control pixels) uses EGL from Mesa (software, llvmpipe).
 export MUJOCO_GL ?= egl
