@@ -359,6 +359,21 @@ def demo(
         run_demo(console, out_dir=out, progress=None if progress else False)
 
 
+def _register_subcommands() -> None:
+    """Commands defined in their own modules (each has ``register(app)``)."""
+    import importlib
+
+    for module in ("worldflux.cli.export", "worldflux.cli.verify"):
+        try:
+            importlib.import_module(module).register(app)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the module exists but something it imports is missing
+                raise
+
+
+_register_subcommands()
+
+
 def main() -> None:
     """Entry point of the ``worldflux`` script and ``python -m worldflux``."""
     app()
