@@ -143,6 +143,18 @@ class WorldModel(nn.Module):
 
         save_pretrained(self, directory)
 
+    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None,
+                    revision: str | None = None, commit_message: str = "Upload worldflux model",
+                    create_repo: bool = True) -> str:
+        """Upload to the Hugging Face Hub repository ``repo_id``; returns the commit URL.
+
+        See :func:`worldflux.core.serialization.push_to_hub` (needs ``worldflux[hub]``).
+        """
+        from worldflux.core.serialization import push_to_hub
+
+        return push_to_hub(self, repo_id, token=token, private=private, revision=revision,
+                           commit_message=commit_message, create_repo=create_repo)
+
     def _validate_call(self, name: str, args: tuple) -> tuple:
         contract = self.io_contract()
         args = list(args)
