@@ -99,7 +99,7 @@ class PETSModel(WorldModel):
     # -- training and prediction ------------------------------------------------------------
     def predict_normalized(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``[E, N, D + A]`` raw inputs -> normalised target ``mean, logvar`` ``[E, N, out]``."""
-        out = self.net(self.input_norm.normalize(x))
+        out = self.net(self.input_norm.normalize(x)).float()  # float32 under autocast too
         mean, logvar = out.chunk(2, -1)
         return mean, soft_bound_logvar(logvar, self.min_logvar, self.max_logvar)
 
@@ -209,6 +209,53 @@ class PETSModel(WorldModel):
             state = next_state
         flat = returns.transpose(0, 1).reshape(-1)[:R]  # back to row order r = n * K + k
         return flat.view(N, K)
+
+    # -- quality gates (``worldflux verify``) ---------------------------------------------------
+    @classmethod
+    def smoke_specs(cls) -> tuple[ObservationSpec, ActionSpec]:
+        """Pendulum-v1: observations ``(3,)`` (cos, sin, angular velocity), 1 action."""
+        return ObservationSpec((3,)), ActionSpec(1)
+
+    @classmethod
+    def smoke_task(cls, seed: int, quick: bool = True):
+        """Fit a small ensemble to random-action Pendulum-v1 transitions (one-step prediction).
+
+        Quick: 400 transitions, 200 Adam steps of 64 per member (under a second); full: 2000
+        transitions, 1500 steps. Passes when the held-out MSE of the ensemble's mean next
+        observation is below 20% of the MSE of predicting no change (``next_obs = obs``).
+        """
+        from worldflux.quality.smoke import SmokeResult, random_env_transitions
+
+        transitions, steps = (400, 200) if quick else (2000, 1500)
+        threshold = 0.2
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            data = random_env_transitions("Pendulum-v1", transitions, seed=int(seed))
+            obs, act, rew, nxt = data["obs"], data["actions"], data["rewards"], data["next_obs"]
+            perm = torch.randperm(obs.shape[0])
+            hold, train = perm[: obs.shape[0] // 5], perm[obs.shape[0] // 5:]
+            config = PETSConfig(ensemble_size=3, hidden_size=64, num_layers=2)
+            model = cls(config, ObservationSpec((obs.shape[1],)), ActionSpec(act.shape[1]))
+            model.fit_normalizers(obs[train], act[train], rew[train], nxt[train])
+            optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
+                                         weight_decay=config.weight_decay)
+            for _ in range(steps):
+                idx = train[torch.randint(train.numel(), (config.ensemble_size, 64))]
+                out = model.transition_loss(obs[idx], act[idx], rew[idx], nxt[idx])
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
+            with torch.no_grad():
+                x = torch.cat([obs[hold], act[hold]], -1).expand(config.ensemble_size, -1, -1)
+                mean = model.target_norm.denormalize(model.predict_normalized(x)[0].mean(0))
+                predicted = obs[hold] + mean[:, : model.obs_dim]
+                mse = float((predicted - nxt[hold]).pow(2).mean())
+                baseline = float((obs[hold] - nxt[hold]).pow(2).mean())
+        ratio = mse / max(baseline, 1e-12)
+        passed = bool(torch.isfinite(torch.tensor(ratio)) and ratio < threshold)
+        return SmokeResult(passed, ratio, threshold,
+                           f"Pendulum-v1 one-step prediction after {steps} steps: held-out MSE "
+                           f"{mse:.3g} vs no-change {baseline:.3g}; ratio must be < {threshold}")
 
     # -- internals ----------------------------------------------------------------------------
     def _state(self, obs: Tensor) -> State:

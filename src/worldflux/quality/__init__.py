@@ -1,0 +1,1 @@
+"""Quality gates for runs, saved models and families (``worldflux verify``)."""
