@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from worldflux.core.spec import ActionSpec, IOContract, ObservationSpec
 from worldflux.core.types import Batch, LossOutput, ModelOutput, State, Trajectory
+
+if TYPE_CHECKING:  # the quality package depends on core, never the other way at run time
+    from worldflux.quality.smoke import SmokeResult
 
 _LOCAL = threading.local()
 
@@ -125,6 +128,29 @@ class WorldModel(nn.Module):
 
     def loss(self, batch: Batch) -> LossOutput:
         raise NotImplementedError
+
+    # -- quality gates (``worldflux verify``; families override) --------------------------------
+    @classmethod
+    def smoke_specs(cls) -> tuple[ObservationSpec, ActionSpec]:
+        """Specs of the family's smoke task; ``worldflux verify FAMILY`` builds a model with them.
+
+        Default: flat float observations ``(4,)`` and 2 continuous actions.
+        """
+        return ObservationSpec((4,)), ActionSpec(2)
+
+    @classmethod
+    def smoke_task(cls, seed: int, quick: bool = True) -> SmokeResult:
+        """Does a fresh model of the family learn a tiny real task? (one seed of ``seed_success``)
+
+        A family overrides this with what "learning" means for it. The default trains
+        ``loss(batch)`` of a fresh model on batches from a linear-Gaussian system sized to
+        :meth:`smoke_specs` and passes when the held-out loss falls by a set fraction (see
+        :func:`worldflux.quality.smoke.generic_smoke_task`). ``quick`` is the CI budget (about
+        a second); ``quick=False`` trains longer.
+        """
+        from worldflux.quality.smoke import generic_smoke_task
+
+        return generic_smoke_task(cls, seed=seed, quick=quick)
 
     # -- helpers -------------------------------------------------------------------------------
     @property
