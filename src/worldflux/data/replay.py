@@ -6,6 +6,12 @@ per row: the episode id, the row's position in its episode, and the ring index o
 of the same episode (``-1`` while there is none). Rows of parallel streams may interleave in
 the ring; the next-row links keep each episode's order.
 
+Storage (``storage=``): ``"memory"`` keeps the row fields in NumPy arrays in RAM; ``"disk"``
+keeps them in sparse memory-mapped ``.npy`` files of the full capacity in ``directory`` (see
+:class:`~worldflux.data.mapped_array.MappedArray`). Both run the same writing and sampling
+code; only how the row arrays are created (and grown) differs. The index (episode id, position
+and next-row link per row: 24 bytes per row, plus 16 bytes per episode) is in RAM either way.
+
 Validity of a window is O(1) per start row: the ring overwrites rows in write order and an
 episode writes its rows in position order, so the rows of an episode still stored are always a
 suffix of it. A stored row at position ``p`` of episode ``e`` therefore starts a valid window
@@ -14,6 +20,8 @@ of ``T`` rows iff ``episode_length[e] - p >= T``.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -22,7 +30,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from worldflux.core.errors import DataError
+from worldflux.core.errors import ConfigError, DataError, close_matches
+from worldflux.core.io import atomic_write_bytes, atomic_write_text
 from worldflux.data.episodes import (
     EPISODE_KEYS,
     _coerce,
@@ -30,13 +39,25 @@ from worldflux.data.episodes import (
     save_episode,
     validate_episode,
 )
+from worldflux.data.mapped_array import MappedArray
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReplayBuffer", "Transitions"]
+__all__ = ["STORAGES", "ReplayBuffer", "Transitions"]
 
+STORAGES = ("memory", "disk")
 _INITIAL_ROWS = 1024
 _REJECTION_ROUNDS = 8
+# Row fields (kept by the storage backend) and the per-row index (always in RAM).
+_ROW_FIELDS = ("obs", "actions", "rewards", "terminated", "truncated", "is_first")
+_INDEX_FIELDS = ("episode_ids", "positions", "next_rows")
+# Disk storage: written (or read) mapped bytes after which pages are synced and dropped from
+# the process, so its resident memory stays bounded by about this much per direction.
+_RELEASE_BYTES = 64 << 20
+_META_FILE = "meta.json"
+_INDEX_FILE = "index.npz"
+_META_FORMAT = "worldflux-replay-buffer"
+_META_VERSION = 1
 
 
 class Transitions(NamedTuple):
@@ -68,6 +89,32 @@ class ReplayBuffer:
         obs_dtype: storage dtype of observations; default uint8 for 3-D (image) shapes and
             float32 otherwise. uint8 observations are never converted to float.
         seed: seed of the sampling random generator.
+        storage: where the rows live.
+
+            * ``"memory"`` (default): NumPy arrays in RAM, grown geometrically up to
+              ``capacity``. Fastest; use it whenever ``capacity`` rows fit in RAM with room
+              to spare (state observations always do: 1M rows of 64 floats are 0.3 GB).
+            * ``"disk"``: sparse memory-mapped ``.npy`` files of ``capacity`` rows in
+              ``directory``, one per row field. Use it for long pixel runs: 1M rows of
+              64x64x3 uint8 images are 12.3 GB, which then cost disk instead of RAM. The
+              process keeps the 24-byte-per-row index in RAM; pages of the files it writes or
+              reads are synced and unmapped every 64 MiB of rows, so it holds at most a few
+              hundred MiB of them (kernel read-ahead maps about 3x what sampling reads). The
+              kernel's page cache keeps recently used rows while memory is free and evicts
+              them when it is not. Sampling reads the sampled rows from the files (page cache,
+              or the disk when the data is larger than free memory): slower than RAM, so
+              prefer ``"memory"`` when the data fits.
+        directory: folder of the disk storage (created if missing; required with
+            ``storage="disk"``, refused otherwise). It must not already hold a buffer unless
+            ``overwrite`` is set; reopen a flushed one with :meth:`open` instead.
+        overwrite: with ``storage="disk"``, replace a buffer already stored in ``directory``.
+
+    Disk storage is persistent: :meth:`flush` (and :meth:`close`, also run when a ``with``
+    block ends) writes the pending rows and the index (``index.npz``) and metadata
+    (``meta.json``, which includes the sampler state) atomically; :meth:`open` reopens the
+    directory as it was at the last flush. A directory written to after its last flush (for
+    instance by a process that crashed) is refused by :meth:`open`, since its rows may no longer
+    match its index. One process at a time may use a directory.
 
     Example::
 
@@ -75,6 +122,9 @@ class ReplayBuffer:
         buffer.add(obs, np.zeros(1), 0.0, False, False, is_first=True)
         ...
         batch = buffer.sample(batch_size=16, seq_len=64)   # batch["obs"]: [16, 64, 5]
+
+        pixels = ReplayBuffer(1_000_000, (3, 64, 64), 6, seed=0, storage="disk",
+                              directory="runs/replay")       # 12.3 GB on disk, not in RAM
     """
 
     def __init__(
@@ -84,7 +134,38 @@ class ReplayBuffer:
         action_dim: int,
         obs_dtype: Any = None,
         seed: int | None = None,
+        *,
+        storage: str = "memory",
+        directory: str | os.PathLike | None = None,
+        overwrite: bool = False,
     ) -> None:
+        if storage not in STORAGES:
+            raise ConfigError(
+                f"storage: got {storage!r}, expected one of {list(STORAGES)}."
+                + close_matches(str(storage), STORAGES)
+            )
+        if storage == "disk" and directory is None:
+            raise ConfigError(
+                "directory: storage='disk' needs a directory for its files, got None"
+            )
+        if storage == "memory" and directory is not None:
+            raise ConfigError(
+                f"directory: got {str(directory)!r}, but it is only used with storage='disk' "
+                "(storage is 'memory')"
+            )
+        self._setup(capacity, obs_shape, action_dim, obs_dtype, seed)
+        if storage == "disk":
+            self._create_files(_storage_directory(directory, overwrite))
+
+    def _setup(
+        self,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        action_dim: int,
+        obs_dtype: Any,
+        seed: int | None,
+    ) -> None:
+        """Check the sizes and build an empty in-memory buffer (shared by ``open``)."""
         if int(capacity) != capacity or capacity < 1:
             raise ValueError(f"capacity: expected an integer >= 1, got {capacity!r}")
         if int(action_dim) != action_dim or action_dim < 0:
@@ -99,6 +180,9 @@ class ReplayBuffer:
             raise ValueError(f"obs_dtype: expected float32 or uint8, got {self.obs_dtype}")
         self._rng = np.random.default_rng(seed)
 
+        self.storage = "memory"
+        self.directory: Path | None = None
+        self._closed = False
         self._allocated = 0
         self._size = 0
         self._cursor = 0
@@ -122,6 +206,14 @@ class ReplayBuffer:
         self._stream_episode = np.full(1, -1, dtype=np.int64)
         self._stream_last_row = np.full(1, -1, dtype=np.int64)
 
+        # Disk storage only: the mapped files, and what was written/read since pages were
+        # last released; ``_flushed``: the files and meta.json agree (meta state "flushed").
+        self._mapped: dict[str, MappedArray] = {}
+        self._written_bytes = 0
+        self._read_bytes = 0
+        self._flushed = False
+        self._index_saved = False
+
     # ------------------------------------------------------------------ sizes
     def __len__(self) -> int:
         """Number of rows stored."""
@@ -138,10 +230,11 @@ class ReplayBuffer:
         return self._size - self._num_live_episodes
 
     def __repr__(self) -> str:
+        where = f"'disk', directory={str(self.directory)!r}" if self._mapped else "'memory'"
         return (
             f"ReplayBuffer(rows={self._size}/{self.capacity}, episodes={self.num_episodes}, "
             f"obs_shape={self.obs_shape}, obs_dtype={self.obs_dtype}, "
-            f"action_dim={self.action_dim})"
+            f"action_dim={self.action_dim}, storage={where})"
         )
 
     def sampler_state(self) -> dict[str, Any]:
@@ -151,6 +244,248 @@ class ReplayBuffer:
     def load_sampler_state(self, state: Mapping[str, Any]) -> None:
         """Inverse of :meth:`sampler_state`."""
         self._rng.bit_generator.state = dict(state["bit_generator"])
+
+    # ------------------------------------------------------------------ disk storage
+    def _field_layouts(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Shape ``[capacity, ...]`` and dtype of each row field's array."""
+        flags = ((self.capacity,), np.dtype(bool))
+        return {
+            "obs": ((self.capacity, *self.obs_shape), self.obs_dtype),
+            "actions": ((self.capacity, self.action_dim), np.dtype(np.float32)),
+            "rewards": ((self.capacity,), np.dtype(np.float32)),
+            "terminated": flags,
+            "truncated": flags,
+            "is_first": flags,
+        }
+
+    def _row_bytes(self) -> int:
+        """Bytes of row-field data per row (all fields)."""
+        return sum(
+            int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+            for shape, dtype in self._field_layouts().values()
+        )
+
+    def _create_files(self, directory: Path) -> None:
+        self.storage = "disk"
+        self.directory = directory
+        (directory / _INDEX_FILE).unlink(missing_ok=True)
+        self._write_meta(state="writing")  # first: an interrupted creation is never reopened
+        for field, (shape, dtype) in self._field_layouts().items():
+            self._mapped[field] = MappedArray.create(directory / f"{field}.npy", shape, dtype)
+            setattr(self, f"_{field}", self._mapped[field].array)
+
+    def _write_meta(self, state: str) -> None:
+        assert self.directory is not None
+        meta = {
+            "format": _META_FORMAT,
+            "version": _META_VERSION,
+            "state": state,
+            "capacity": self.capacity,
+            "obs_shape": list(self.obs_shape),
+            "obs_dtype": str(self.obs_dtype),
+            "action_dim": self.action_dim,
+            "fields": {field: f"{field}.npy" for field in _ROW_FIELDS},
+            "size": int(self._size),
+            "cursor": int(self._cursor),
+            "next_episode_id": int(self._next_episode_id),
+            "num_live_episodes": int(self._num_live_episodes),
+            "sampler": self.sampler_state(),
+        }
+        atomic_write_text(self.directory / _META_FILE, json.dumps(meta, indent=2))
+        self._flushed = state == "flushed"
+
+    def _release_pages(self) -> None:
+        """Sync written pages to the files and drop the mapped pages from the process.
+
+        The pages stay in the kernel's page cache (clean, so reclaimable at once): reading
+        them again is cheap while memory allows, and the kernel evicts them when it needs
+        the memory. The process's own resident memory no longer holds them.
+        """
+        for mapped in self._mapped.values():
+            mapped.release(drop_cache=False)
+        self._written_bytes = 0
+        self._read_bytes = 0
+
+    def _note_read(self, rows: int) -> None:
+        if self._mapped:
+            self._read_bytes += rows * self._row_bytes()
+            if self._read_bytes >= _RELEASE_BYTES:
+                self._release_pages()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            hint = (
+                f"reopen {str(self.directory)!r} with ReplayBuffer.open"
+                if self._mapped
+                else "create a new one"
+            )
+            raise DataError(f"this ReplayBuffer was closed; {hint}")
+
+    def flush(self) -> None:
+        """Disk storage: write the pending rows, the index and the metadata to ``directory``.
+
+        Afterwards :meth:`open` reopens the directory as it is now (rows, episodes, open
+        stream episodes and sampler state). The index (``index.npz``, 24 bytes per row) is
+        rewritten only when rows were added since the last flush. Memory storage: nothing to do.
+        """
+        if not self._mapped or self._closed:
+            return
+        assert self.directory is not None
+        self._release_pages()
+        if not self._index_saved:
+            arrays = {
+                "episode_ids": self._episode_ids[: self._size],
+                "positions": self._positions[: self._size],
+                "next_rows": self._next_rows[: self._size],
+                "episode_lengths": self._episode_lengths[: self._next_episode_id],
+                "episode_live": self._episode_live[: self._next_episode_id],
+                "stream_episode": self._stream_episode,
+                "stream_last_row": self._stream_last_row,
+            }
+            data = io.BytesIO()
+            np.savez(data, **arrays)
+            atomic_write_bytes(self.directory / _INDEX_FILE, data.getvalue())
+            self._index_saved = True
+        self._write_meta(state="flushed")
+
+    def close(self) -> None:
+        """:meth:`flush`, then free the storage (unmap the files); the buffer is unusable after.
+
+        Called when a ``with ReplayBuffer(...) as buffer:`` block ends. Closing twice is fine.
+        """
+        if self._closed:
+            return
+        self.flush()
+        for mapped in self._mapped.values():
+            mapped.close()
+        for field, (shape, dtype) in self._field_layouts().items():
+            setattr(self, f"_{field}", np.empty((0, *shape[1:]), dtype=dtype))
+        self._closed = True
+
+    def __enter__(self) -> ReplayBuffer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike, *, seed: int | None = None) -> ReplayBuffer:
+        """Reopen a disk buffer as it was at its last :meth:`flush` (or :meth:`close`).
+
+        ``seed=None`` restores the saved sampler state, so the reopened buffer draws the
+        same samples as the original would have; an int starts a fresh generator instead.
+
+        Raises:
+            DataError: ``directory`` holds no buffer, its files are damaged or disagree with
+                its metadata, or it was written to after its last flush (its rows may then no
+                longer match its index: recreate it with ``overwrite=True``).
+        """
+        directory = Path(directory)
+        meta_path = directory / _META_FILE
+        if not meta_path.is_file():
+            raise DataError(
+                f"{directory}: no replay buffer here (missing {_META_FILE}); create one with "
+                "ReplayBuffer(..., storage='disk', directory=...)"
+            )
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise DataError(f"{meta_path}: not readable JSON ({error})") from error
+        if not isinstance(meta, dict) or meta.get("format") != _META_FORMAT:
+            raise DataError(f"{meta_path}: 'format' is not {_META_FORMAT!r}")
+        if meta.get("version") != _META_VERSION:
+            raise DataError(
+                f"{meta_path}: 'version' is {meta.get('version')!r}, expected {_META_VERSION}"
+            )
+        if meta.get("state") != "flushed":
+            raise DataError(
+                f"{meta_path}: 'state' is {meta.get('state')!r}, expected 'flushed': the buffer "
+                "was written to after its last flush() (e.g. by a process that stopped before "
+                "close()), so its rows may not match its index; recreate it with "
+                "overwrite=True (for instance from saved episode files)"
+            )
+        buffer = cls.__new__(cls)
+        try:
+            buffer._setup(
+                meta["capacity"], meta["obs_shape"], meta["action_dim"], meta["obs_dtype"], seed
+            )
+            counters = {
+                key: int(meta[key])
+                for key in ("size", "cursor", "next_episode_id", "num_live_episodes")
+            }
+            sampler = meta["sampler"]
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataError(f"{meta_path}: bad or missing metadata ({error!r})") from error
+        if not 0 <= counters["size"] <= buffer.capacity or not (
+            0 <= counters["cursor"] < buffer.capacity
+        ):
+            raise DataError(
+                f"{meta_path}: size {counters['size']} / cursor {counters['cursor']} do not fit "
+                f"capacity {buffer.capacity}"
+            )
+        buffer._load_index(directory / _INDEX_FILE, counters)
+        buffer.storage = "disk"
+        buffer.directory = directory
+        for field, (shape, dtype) in buffer._field_layouts().items():
+            buffer._mapped[field] = MappedArray.open(directory / f"{field}.npy", shape, dtype)
+            setattr(buffer, f"_{field}", buffer._mapped[field].array)
+        if seed is None:
+            try:
+                buffer.load_sampler_state(sampler)
+            except (KeyError, TypeError, ValueError) as error:
+                raise DataError(f"{meta_path}: bad 'sampler' state ({error!r})") from error
+        buffer._flushed = True
+        buffer._index_saved = True
+        return buffer
+
+    def _load_index(self, path: Path, counters: dict[str, int]) -> None:
+        """Read ``index.npz`` (written by :meth:`flush`) into the in-memory index."""
+        if not path.is_file():
+            raise DataError(f"{path}: missing replay index file")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        except (OSError, ValueError, EOFError) as error:
+            raise DataError(f"{path}: not a readable .npz file ({error})") from error
+        size, episodes = counters["size"], counters["next_episode_id"]
+        lengths = {
+            "episode_ids": size,
+            "positions": size,
+            "next_rows": size,
+            "episode_lengths": episodes,
+            "episode_live": episodes,
+            "stream_episode": None,
+            "stream_last_row": None,
+        }
+        for key, length in lengths.items():
+            value = arrays.get(key)
+            if value is None:
+                raise DataError(f"{path}: missing key {key!r}")
+            expected = "any length >= 1" if length is None else f"length {length}"
+            if (
+                value.dtype != np.int64
+                or value.ndim != 1
+                or (value.size != length if length is not None else value.size < 1)
+            ):
+                raise DataError(
+                    f"{path}: key {key!r} has dtype {value.dtype} and shape {value.shape}, "
+                    f"expected int64 of {expected}"
+                )
+        if arrays["stream_episode"].size != arrays["stream_last_row"].size:
+            raise DataError(f"{path}: 'stream_episode' and 'stream_last_row' differ in length")
+        for key in _INDEX_FIELDS:
+            setattr(self, f"_{key}", arrays[key].copy())
+        self._allocated = size
+        for key in ("episode_lengths", "episode_live"):
+            padded = np.zeros(max(64, episodes), dtype=np.int64)
+            padded[:episodes] = arrays[key]
+            setattr(self, f"_{key}", padded)
+        self._stream_episode = arrays["stream_episode"].copy()
+        self._stream_last_row = arrays["stream_last_row"].copy()
+        self._size = counters["size"]
+        self._cursor = counters["cursor"]
+        self._next_episode_id = episodes
+        self._num_live_episodes = counters["num_live_episodes"]
 
     # ------------------------------------------------------------------ writing
     def add(
@@ -198,6 +533,7 @@ class ReplayBuffer:
         ``streams [N]`` (distinct non-negative ints, default ``0..N-1``) say which env each row
         comes from, so episodes of different envs stay apart even though their rows interleave.
         """
+        self._check_open()
         obs = np.asarray(obs)
         count = obs.shape[0] if obs.ndim > 0 else 0
         streams = np.arange(count) if streams is None else np.asarray(streams, dtype=np.int64)
@@ -247,6 +583,7 @@ class ReplayBuffer:
         ``is_first`` (default: only row 0). Open stream episodes are not affected. An episode
         longer than ``capacity`` keeps only its last ``capacity`` rows.
         """
+        self._check_open()
         arrays = _coerce(episode)
         if self.obs_dtype == np.float32:
             arrays["obs"] = arrays["obs"].astype(np.float32, copy=False)
@@ -330,17 +667,9 @@ class ReplayBuffer:
         if needed <= self._allocated:
             return
         size = min(self.capacity, max(needed, 2 * self._allocated, _INITIAL_ROWS))
-        for name in (
-            "_obs",
-            "_actions",
-            "_rewards",
-            "_terminated",
-            "_truncated",
-            "_is_first",
-            "_episode_ids",
-            "_positions",
-            "_next_rows",
-        ):
+        # Disk storage maps the row fields at full capacity once; only the index grows.
+        fields = _INDEX_FIELDS if self._mapped else _INDEX_FIELDS + _ROW_FIELDS
+        for name in (f"_{field}" for field in fields):
             old = getattr(self, name)
             grown = np.empty((size, *old.shape[1:]), dtype=old.dtype)
             grown[: self._allocated] = old[: self._allocated]
@@ -360,6 +689,9 @@ class ReplayBuffer:
     ) -> np.ndarray:
         """Write ``N <= capacity`` rows at the cursor and return their ring indices ``[N]``."""
         count = len(episodes)
+        self._check_open()
+        if self._flushed:  # the files are about to change: the last flush no longer holds
+            self._write_meta(state="writing")
         self._reserve(count)
         rows = (self._cursor + np.arange(count)) % self.capacity
         overwritten = rows[rows < self._size]
@@ -380,6 +712,13 @@ class ReplayBuffer:
         self._next_rows[rows] = -1
         self._cursor = (self._cursor + count) % self.capacity
         self._size = min(self.capacity, self._size + count)
+        if self._mapped:
+            self._index_saved = False
+            for mapped in self._mapped.values():
+                mapped.mark_dirty()
+            self._written_bytes += count * self._row_bytes()
+            if self._written_bytes >= _RELEASE_BYTES:
+                self._release_pages()
         return rows
 
     # ------------------------------------------------------------------ sampling
@@ -389,6 +728,7 @@ class ReplayBuffer:
 
     def _sample_starts(self, count: int, length: int) -> np.ndarray:
         """``count`` start rows drawn uniformly among valid starts for ``length``-row windows."""
+        self._check_open()
         if self._size == 0:
             raise DataError("cannot sample from an empty ReplayBuffer; add rows first")
         chosen = []
@@ -443,24 +783,21 @@ class ReplayBuffer:
         if seq_len > self.capacity:
             raise DataError(f"seq_len {seq_len} exceeds the buffer capacity {self.capacity}")
         rows = self._window_rows(self._sample_starts(int(batch_size), int(seq_len)), int(seq_len))
-        return {
-            "obs": self._obs[rows],
-            "actions": self._actions[rows],
-            "rewards": self._rewards[rows],
-            "terminated": self._terminated[rows],
-            "truncated": self._truncated[rows],
-            "is_first": self._is_first[rows],
-        }
+        batch = {field: getattr(self, f"_{field}")[rows] for field in _ROW_FIELDS}
+        self._note_read(rows.size)
+        return batch
 
     def _transitions(self, starts: np.ndarray) -> Transitions:
         following = self._next_rows[starts]
-        return Transitions(
+        transitions = Transitions(
             obs=self._obs[starts],
             actions=self._actions[following],
             rewards=self._rewards[following],
             next_obs=self._obs[following],
             terminated=self._terminated[following],
         )
+        self._note_read(2 * starts.size)
+        return transitions
 
     def sample_transitions(self, batch_size: int) -> Transitions:
         """Sample ``batch_size`` one-step transitions uniformly (for one-step models, e.g. PETS).
@@ -475,6 +812,7 @@ class ReplayBuffer:
 
     def all_transitions(self) -> Transitions:
         """Every stored transition, oldest first (``N = num_steps``), e.g. for epoch training."""
+        self._check_open()
         stored = np.arange(self._size)
         starts = stored[self._window_fits(stored, 2)]
         age_order = np.argsort((starts - self._cursor) % self.capacity, kind="stable")
@@ -487,24 +825,22 @@ class ReplayBuffer:
         Each episode dict holds the schema keys as arrays ``[rows, ...]``. An episode whose
         first rows were overwritten holds only its stored suffix (``is_first[0]`` is False).
         """
+        self._check_open()
         stored = np.arange(self._size)
         order = np.lexsort((self._positions[stored], self._episode_ids[stored]))
         rows = stored[order]
         ids = self._episode_ids[rows]
         boundaries = np.flatnonzero(np.diff(ids)) + 1
-        fields = {
-            "obs": self._obs,
-            "actions": self._actions,
-            "rewards": self._rewards,
-            "terminated": self._terminated,
-            "truncated": self._truncated,
-            "is_first": self._is_first,
-        }
-        return [
-            (int(ids[group[0]]), {key: value[rows[group]] for key, value in fields.items()})
+        episodes = [
+            (
+                int(ids[group[0]]),
+                {field: getattr(self, f"_{field}")[rows[group]] for field in _ROW_FIELDS},
+            )
             for group in np.split(np.arange(rows.size), boundaries)
             if group.size
         ]
+        self._note_read(rows.size)
+        return episodes
 
     def save_episodes(
         self, directory: str | os.PathLike, *, prefix: str = "episode-"
@@ -574,6 +910,26 @@ class ReplayBuffer:
         )
         buffer.load_episodes(directory, pattern=pattern)
         return buffer
+
+
+def _storage_directory(directory: str | os.PathLike, overwrite: bool) -> Path:
+    """The folder of a new disk buffer: created if missing, refused if it holds a buffer."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"directory: {str(path)!r} exists and is not a directory; storage='disk' needs a "
+            "folder for its files"
+        )
+    names = (_META_FILE, _INDEX_FILE, *(f"{field}.npy" for field in _ROW_FIELDS))
+    existing = [name for name in names if (path / name).exists()]
+    if existing and not overwrite:
+        raise ConfigError(
+            f"directory: {str(path)!r} already holds a replay buffer ({', '.join(existing)}); "
+            f"reopen it with ReplayBuffer.open({str(path)!r}), pass overwrite=True to replace "
+            "it, or choose another directory"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _episode_paths(directory: str | os.PathLike, pattern: str) -> list[Path]:
