@@ -46,7 +46,7 @@ LOSS_MARGIN = 0.01
 LOSS_STEPS = {True: 60, False: 300}
 """Training steps of ``loss_decrease``: quick form, full form."""
 WINDOW = 10
-"""Steps averaged at each end of the ``loss_decrease`` curve."""
+"""Batches in the ``loss_decrease`` pool, and steps averaged at each end of its loss curve."""
 
 
 # -- finite_metrics ------------------------------------------------------------------------------
@@ -252,10 +252,16 @@ def _replay_batches(model, run_dir: Path | None, seed: int):
 def loss_decrease(model, run_dir: Path | None = None, *, quick: bool = True, seed: int = 0,
                   batch_size: int = 16, steps: int | None = None,
                   margin: float = LOSS_MARGIN) -> GateResult:
-    """Train a copy of ``model`` for a short budget; the loss must fall by ``margin`` (relative)."""
+    """Train a copy of ``model`` for a short budget; the loss must fall by ``margin`` (relative).
+
+    The copy cycles through a fixed pool of ``WINDOW`` batches (``steps`` is rounded up to a
+    multiple of it), so the first and the last ``WINDOW`` steps see the same batches and their
+    mean losses differ by what was learned, not by which batches were drawn.
+    """
     steps = int(steps if steps is not None else LOSS_STEPS[quick])
-    window = min(WINDOW, max(1, steps // 2))
-    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+    steps = max(2, -(-steps // WINDOW)) * WINDOW
+    devices = [model.device] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         sample, source = _replay_batches(model, run_dir, seed)
         if sample is None:
@@ -267,26 +273,27 @@ def loss_decrease(model, run_dir: Path | None = None, *, quick: bool = True, see
                 return {k: v.to(model.device) for k, v in system.batch(batch_size, seq_len).items()}
 
             source = f"synthetic linear-Gaussian contract data ({why})"
+        pool = [sample(batch_size) for _ in range(WINDOW)]
         trainee = copy.deepcopy(model).train()
         optimizer = torch.optim.Adam(trainee.parameters(), lr=learning_rate(model))
         losses: list[float] = []
         for step in range(steps):
-            out = trainee.loss(sample(batch_size))
+            out = trainee.loss(pool[step % WINDOW])
             value = float(out.loss.detach())
             losses.append(value)
             if not math.isfinite(value):
                 return GateResult("loss_decrease", False, math.nan, margin,
                                   f"non-finite loss at step {step} ({source})",
-                                  info={"losses_head": losses[:WINDOW]})
+                                  info={"losses_head": losses[:WINDOW], "source": source})
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
-    first = sum(losses[:window]) / window
-    last = sum(losses[-window:]) / window
+    first = sum(losses[:WINDOW]) / WINDOW
+    last = sum(losses[-WINDOW:]) / WINDOW
     decrease = relative_decrease(first, last)
     passed = math.isfinite(decrease) and decrease >= margin
-    detail = (f"{steps} steps on {source}: mean loss of the first {window} steps {first:.4g}, "
-              f"of the last {window} {last:.4g}; relative decrease must be >= {margin}")
+    detail = (f"{steps} steps on {source}: mean loss of the first {WINDOW} steps {first:.4g}, "
+              f"of the last {WINDOW} {last:.4g}; relative decrease must be >= {margin}")
     return GateResult("loss_decrease", bool(passed), decrease, margin, detail,
                       info={"first": first, "last": last, "steps": steps, "source": source})
 
