@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldflux.core.errors import WorldFluxError
+from worldflux.core.distributed import DistContext
+from worldflux.core.errors import ConfigError, WorldFluxError
+from worldflux.core.precision import MixedPrecision
 from worldflux.core.registry import Registry, build_config
 from worldflux.core.spec import ActionSpec, ObservationSpec
 from worldflux.core.types import LossOutput
@@ -96,6 +98,10 @@ class NonFiniteGuard:
         self.in_a_row = 0
         return True
 
+    def skip(self, where: str, what: str) -> None:
+        """Count a skipped step (e.g. another rank's loss went bad); raises at the limit."""
+        self._skip(where, what)
+
     def _skip(self, where: str, what: str) -> None:
         self.in_a_row += 1
         self.skipped += 1
@@ -132,6 +138,40 @@ class Agent(abc.ABC):
         self.rng = np.random.default_rng(seed)
         self.nonfinite = NonFiniteGuard()
         """Skips non-finite optimiser steps; the loop sets ``nonfinite.limit``."""
+        self.amp = MixedPrecision("fp32", device)
+        """Mixed precision of training steps (``train.precision``); set by the loop."""
+        self.dist = DistContext(device=device if device is not None else torch.device("cpu"))
+        """Rank and world size under torchrun (one process by default); set by the loop."""
+
+    supports_distributed: bool = False
+    """Agents that can train under ``torchrun`` (DDP) set this and implement :meth:`serve` and
+    :meth:`stop_workers`."""
+
+    def configure_training(self, *, precision: str = "fp32", nonfinite_limit: int | None = None,
+                           dist: DistContext | None = None) -> None:
+        """Called by the training loop before the first step (and before a checkpoint is loaded).
+
+        Raises:
+            ConfigError: ``precision`` is unknown or not available on the device, or ``dist``
+                has several ranks and the agent does not support distributed training.
+        """
+        self.amp = MixedPrecision(precision, self.device)
+        if nonfinite_limit is not None:
+            self.nonfinite.limit = int(nonfinite_limit)
+        if dist is not None:
+            if dist.enabled and not self.supports_distributed:
+                raise ConfigError(f"agent '{self.name}': does not support distributed training "
+                                  f"(WORLD_SIZE={dist.world_size}); run it without torchrun")
+            self.dist = dist
+
+    def serve(self) -> dict[str, float]:
+        """Ranks other than 0: take part in rank 0's training rounds until it calls
+        :meth:`stop_workers`; returns final metrics (e.g. the replica difference)."""
+        raise ConfigError(f"agent '{self.name}': does not support distributed training")
+
+    def stop_workers(self) -> dict[str, float]:
+        """Rank 0: release the other ranks' :meth:`serve`; returns the same metrics."""
+        return {}
 
     def reset(self) -> None:  # noqa: B027 - optional hook
         """Called at the start of every episode (clears warm starts, recurrent state...)."""

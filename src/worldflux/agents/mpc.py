@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,11 +21,26 @@ import torch
 from worldflux.agents.base import Agent, AgentRegistry
 from worldflux.core.errors import ConfigError
 from worldflux.core.precision import inference_dtype
+from worldflux.core.schedule import LRScheduleConfig, build_lr_scheduler
 from worldflux.core.spec import ActionSpec, ObservationSpec
 from worldflux.models.pets import PETSConfig, PETSModel
 from worldflux.planners import PlannerConfig, make_planner
 
 logger = logging.getLogger(__name__)
+
+_TRAIN, _STOP = 1, 0  # commands rank 0 broadcasts to the other ranks
+_DATA_KEYS = ("obs", "action", "reward", "next_obs")
+
+
+class _TransitionLoss(torch.nn.Module):
+    """``PETSModel.transition_loss`` as a module's forward, so DDP can wrap it."""
+
+    def __init__(self, model: PETSModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, obs, action, reward, next_obs):
+        return self.model.transition_loss(obs, action, reward, next_obs)
 
 
 @dataclass
@@ -57,9 +73,12 @@ class PETSAgentConfig:
     """Cap on held-out transitions."""
     exploration_noise: float = 0.0
     """Std of Gaussian noise added to planned actions while training (0 = none, as in PETS)."""
+    lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
+    """Learning-rate schedule over all optimiser steps of the run (PETS: constant)."""
 
     def validate(self) -> None:
         self.planner.validate()
+        self.lr_schedule.validate()
         if self.num_particles < 1:
             raise ConfigError(f"num_particles: got {self.num_particles}, expected >= 1")
         if not 0 < self.holdout_fraction < 1:
@@ -72,6 +91,7 @@ class PETSAgent(Agent):
     """Probabilistic-ensemble MPC agent for flat observations and continuous actions."""
 
     name = "pets"
+    supports_distributed = True
 
     def __init__(self, config: PETSAgentConfig, obs_spec: ObservationSpec, action_spec: ActionSpec,
                  device: torch.device, seed: int = 0) -> None:
@@ -85,6 +105,8 @@ class PETSAgent(Agent):
         self.model = PETSModel(model_cfg, obs_spec, action_spec).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=model_cfg.learning_rate,
                                           weight_decay=model_cfg.weight_decay)
+        self.scheduler = build_lr_scheduler(self.optimizer, config.lr_schedule)
+        self.optimizer_steps = 0
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.planner = make_planner(config.planner, action_spec.dim, low=action_spec.low,
                                     high=action_spec.high, device=device,
@@ -157,45 +179,83 @@ class PETSAgent(Agent):
         return self.train_model(buffer)
 
     def train_model(self, buffer) -> dict[str, float]:
-        """One training round on every transition in ``buffer`` with bootstrap + early stopping."""
+        """One training round on every transition in ``buffer`` with bootstrap + early stopping.
+
+        Under torchrun, rank 0 (the only one with a buffer) sends the transitions to the other
+        ranks first; every rank then runs :meth:`_fit` on its shard of each minibatch.
+        """
         obs, action, reward, next_obs, _ = buffer.all_transitions()
         to = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=self.device)  # noqa: E731
-        obs, action, reward, next_obs = to(obs), to(action), to(reward).reshape(-1), to(next_obs)
-        n = obs.shape[0]
-        if n < 2:
+        data = {"obs": to(obs), "action": to(action), "reward": to(reward).reshape(-1),
+                "next_obs": to(next_obs)}
+        if data["obs"].shape[0] < 2:
             return {}
+        round_seed = int(torch.randint(2**62, (1,), generator=self.generator, device=self.device))
+        if self.dist.enabled:
+            self.dist.broadcast(torch.tensor([_TRAIN, round_seed], dtype=torch.int64))
+            data = {k: v.to(self.device)
+                    for k, v in self.dist.broadcast_arrays(data, _DATA_KEYS).items()}
+        return self._fit(data, round_seed)
+
+    def _fit(self, data: dict[str, torch.Tensor], round_seed: int) -> dict[str, float]:
+        """Train the ensemble on ``data`` (``obs [N, D]``, ``action [N, A]``, ``reward [N]``,
+        ``next_obs [N, D]``); identical on every rank but for the minibatch shards."""
+        obs, action, reward, next_obs = (data[k] for k in _DATA_KEYS)
+        n = obs.shape[0]
         cfg, E = self.config, self.model.config.ensemble_size
-        perm = torch.randperm(n, generator=self.generator, device=self.device)
+        rank, world = self.dist.rank, self.dist.world_size
+        self.dist.sync_state(self.model, self.optimizer, self.scheduler)
+        # Shared by all ranks: the split, the normalisers and each epoch's bootstrap draw.
+        g = torch.Generator(device=self.device).manual_seed(round_seed)
+        perm = torch.randperm(n, generator=g, device=self.device)
         n_hold = min(cfg.max_holdout, max(1, int(n * cfg.holdout_fraction))) if n >= 20 else 0
         hold, train = perm[:n_hold], perm[n_hold:]
         self.model.fit_normalizers(obs[train], action[train], reward[train], next_obs[train])
         n_train = train.numel()
+        loss_module = self.dist.wrap(_TransitionLoss(self.model))
+        batches = math.ceil(n_train / (cfg.batch_size * world))  # same count on every rank
+        columns = torch.arange(cfg.batch_size, device=self.device)
         best_score, best_state, stale, epochs = float("inf"), None, 0, 0
         skipped = 0
         metrics: dict[str, float] = {}
+        epoch_nll: list[float] = []
         for epoch in range(cfg.max_epochs):
             # Each member draws its own bootstrap sample of the training set.
-            boot = train[torch.randint(n_train, (E, n_train), generator=self.generator,
-                                       device=self.device)]
-            for start in range(0, n_train, cfg.batch_size):
-                idx = boot[:, start:start + cfg.batch_size]
-                out = self.model.transition_loss(obs[idx], action[idx], reward[idx], next_obs[idx])
+            boot = train[torch.randint(n_train, (E, n_train), generator=g, device=self.device)]
+            nll_sum, nll_count = 0.0, 0
+            for b in range(batches):
+                start = (b * world + rank) * cfg.batch_size
+                idx = boot[:, (columns + start) % n_train] if start + cfg.batch_size > n_train \
+                    else boot[:, start:start + cfg.batch_size]
+                with self.amp.autocast():
+                    out = loss_module(obs[idx], action[idx], reward[idx], next_obs[idx])
                 # Skipped steps are logged; too many in a row raise NonFiniteLossError.
-                if not self.nonfinite.loss_ok(out, "pets"):
+                finite = bool(torch.isfinite(out.loss.detach()).all())
+                if not self.dist.all_true(finite):
+                    if finite:
+                        self.nonfinite.skip("pets", "a non-finite loss on another rank")
+                    else:
+                        self.nonfinite.loss_ok(out, "pets")
                     skipped += 1
                     continue
                 self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                if not self.nonfinite.gradients_ok(self.model.named_parameters(), "pets"):
+                self.amp.backward(out.loss)
+                if not self.amp.step(self.optimizer, self.model.named_parameters(),
+                                     self.nonfinite, "pets"):
                     skipped += 1
                     continue
-                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer_steps += 1
                 metrics = out.metrics
+                nll_sum, nll_count = nll_sum + metrics["nll"], nll_count + 1
+            if nll_count:
+                epoch_nll.append(nll_sum / nll_count)
             epochs = epoch + 1
             if n_hold == 0:
                 continue
             mse = self.model.evaluation_mse(obs[hold], action[hold], reward[hold], next_obs[hold])
-            score_now = float(mse.mean())
+            # Averaged over ranks so every rank takes the same early-stopping decision.
+            score_now = float(self.dist.all_reduce(mse.mean().reshape(1), "mean").item())
             if best_state is None or score_now < best_score * (1 - 1e-4):
                 best_score, stale = score_now, 0
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -211,14 +271,48 @@ class PETSAgent(Agent):
         result.update({f"model/{k}": v for k, v in metrics.items() if k.startswith("nll_member")})
         result.update({"model/holdout_mse": best_score if n_hold else float("nan"),
                        "model/epochs": float(epochs), "model/transitions": float(n),
-                       "model/nonfinite_skipped": float(skipped)})
+                       "model/nonfinite_skipped": float(skipped),
+                       "model/lr": float(self.optimizer.param_groups[0]["lr"])})
+        if epoch_nll:
+            result["model/nll_first_epoch"] = epoch_nll[0]
+            result["model/nll_last_epoch"] = epoch_nll[-1]
+        if self.dist.enabled:
+            result["dist/world_size"] = float(world)
+            result["dist/replica_max_diff"] = self.dist.replica_difference(self.model)
         return result
+
+    # -- distributed (torchrun) -----------------------------------------------------------------
+    def serve(self) -> dict[str, float]:
+        """Ranks > 0: train in step with rank 0's rounds until it stops them."""
+        metrics: dict[str, float] = {}
+        while True:
+            header = self.dist.broadcast(torch.zeros(2, dtype=torch.int64))
+            if int(header[0]) == _STOP:
+                break
+            data = {k: v.to(self.device)
+                    for k, v in self.dist.broadcast_arrays(None, _DATA_KEYS).items()}
+            metrics = self._fit(data, int(header[1]))
+        return {"rounds": float(self.train_rounds), **self._final_replica_check(), **{
+            k: v for k, v in metrics.items() if k.startswith("model/nll")}}
+
+    def stop_workers(self) -> dict[str, float]:
+        if not self.dist.enabled:
+            return {}
+        self.dist.broadcast(torch.tensor([_STOP, 0], dtype=torch.int64))
+        return {"rounds": float(self.train_rounds), **self._final_replica_check()}
+
+    def _final_replica_check(self) -> dict[str, float]:
+        return {"world_size": float(self.dist.world_size),
+                "replica_max_diff": self.dist.replica_difference(self.model)}
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"last_epoch": self.scheduler.last_epoch},
+            "optimizer_steps": self.optimizer_steps,
+            "amp": self.amp.state_dict(),
             "planner": self.planner.state_dict(),
             "generator": self.generator.get_state(),
             "rng": self.rng.bit_generator.state,
@@ -231,6 +325,11 @@ class PETSAgent(Agent):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:  # the optimiser's param groups already hold the saved lr
+            self.scheduler.last_epoch = int(state["scheduler"]["last_epoch"])
+            self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        self.optimizer_steps = int(state.get("optimizer_steps", 0))
+        self.amp.load_state_dict(state.get("amp") or {})
         self.planner.load_state_dict(state["planner"])
         self.generator.set_state(state["generator"])
         self.rng.bit_generator.state = state["rng"]

@@ -306,6 +306,8 @@ def _resume_training(ctx: typer.Context, agent: str | None, run_dir: Path, out: 
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
+    if summary.get("rank", 0) != 0:  # a torchrun worker: rank 0 prints the run's summary
+        return
     final = summary["final_eval"]
     table = Table(title=f"{summary['agent']} on {summary['env']}", show_header=False)
     table.add_column(style="bold")

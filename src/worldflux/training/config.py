@@ -64,6 +64,11 @@ class TrainConfig:
     steps in a row were skipped for a non-finite loss or gradient; the last good checkpoint
     stays the newest one."""
 
+    precision: str = "fp32"
+    """Training precision: ``"fp32"``, ``"bf16"`` (autocast to bfloat16 on CPU or GPU) or
+    ``"fp16"`` (autocast to float16 with loss scaling; CUDA only). Weights and optimiser states
+    stay float32. Planning rollouts have their own switch (the agent's ``planning_dtype``)."""
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid field."""
         positive = {"steps": self.steps, "eval_episodes": self.eval_episodes,
@@ -82,5 +87,8 @@ class TrainConfig:
             raise ConfigError(
                 f"train.obs_type: got {self.obs_type!r}, expected 'state', 'image' or none"
             )
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"train.precision: got {self.precision!r}, expected 'fp32', 'bf16' "
+                              "or 'fp16'")
         if not self.env:
             raise ConfigError("train.env: got an empty string, expected an env id such as Pendulum-v1")

@@ -48,9 +48,10 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from worldflux.agents.base import NonFiniteGuard, NonFiniteLossError
+from worldflux.agents.base import NonFiniteLossError
 from worldflux.core.config import to_dict
 from worldflux.core.device import resolve_device
+from worldflux.core.distributed import init_distributed
 from worldflux.core.errors import CheckpointError, ConfigError
 from worldflux.core.io import atomic_write_text
 from worldflux.data.episodes import EPISODE_KEYS, load_episode, save_episode
@@ -266,8 +267,10 @@ def train(
     else:
         cfg = train_config or TrainConfig()
     cfg.validate()
-    device = resolve_device(cfg.device)
-    prepare_run_dir(run_dir, resume=resume, create=False)
+    dist = init_distributed(resolve_device(cfg.device))
+    device = dist.device if dist.enabled else resolve_device(cfg.device)
+    if dist.is_main:  # other ranks see rank 0's files appear; they never write any
+        prepare_run_dir(run_dir, resume=resume, create=False)
     console = console or Console(stderr=True)
     show_progress = console.is_terminal if progress is None else progress
 
@@ -276,13 +279,16 @@ def train(
     eval_env = None
     log = None
     resumed_from = None
+    distributed = None
     try:
         eval_env = make_env(cfg, seed=cfg.seed + EVAL_SEED_OFFSET)
         obs_spec, action_spec = specs_for(env)
         agent = build_agent(agent_name, obs_spec, action_spec, device=device, seed=cfg.seed,
                             config=agent_config, overrides=dict(agent_overrides or {}))
-        if isinstance(getattr(agent, "nonfinite", None), NonFiniteGuard):
-            agent.nonfinite.limit = cfg.max_nonfinite_steps
+        agent.configure_training(precision=cfg.precision,
+                                 nonfinite_limit=cfg.max_nonfinite_steps, dist=dist)
+        if not dist.is_main:
+            return _serve(agent, agent_name, cfg, run_dir)
         buffer = ReplayBuffer(cfg.buffer_capacity, obs_spec.shape, action_spec.dim,
                               obs_dtype=np.dtype(obs_spec.dtype), seed=cfg.seed)
         run_config = {"agent": agent_name, "agent_config": to_dict(agent.config),
@@ -316,6 +322,7 @@ def train(
                 _collect(run, lambda info: bar.update(task, advance=1, info=info))
             collect_time = time.perf_counter() - run.clock_start
             final_eval = _finish(run)
+            distributed = agent.stop_workers() if dist.enabled else None
         except NonFiniteLossError as exc:
             good = (checkpoint_path(run_dir, state.last_checkpoint_step)
                     if state.last_checkpoint_step >= 0 else None)
@@ -329,6 +336,7 @@ def train(
         for closable in (env, eval_env, log):
             if closable is not None:
                 closable.close()
+        dist.close()
 
     model_dir = None
     if agent.world_model is not None:
@@ -346,9 +354,21 @@ def train(
         "resumed_from": str(resumed_from) if resumed_from is not None else None,
         "cli_args": dict(cli_args) if cli_args is not None else None,
         "worldflux_version": __version__,
+        "precision": cfg.precision,
     }
+    if distributed is not None:
+        summary["distributed"] = distributed
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _serve(agent, agent_name: str, cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
+    """A rank other than 0: train in step with rank 0's rounds; no files are written."""
+    logger.info("rank %d of %d: serving the training rounds of rank 0", agent.dist.rank,
+                agent.dist.world_size)
+    metrics = agent.serve()
+    return {"agent": agent_name, "env": cfg.env, "run_dir": str(run_dir),
+            "rank": agent.dist.rank, "distributed": metrics}
 
 
 @dataclass
