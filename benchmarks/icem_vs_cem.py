@@ -38,16 +38,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--icem-elites", type=int, default=20)
     parser.add_argument("--icem-beta", type=float, default=2.0, help="coloured-noise exponent")
     parser.add_argument("--icem-execute", default="best", choices=["best", "mean"])
+    parser.add_argument("--icem-planner", default="icem",
+                        help="planner of the low-budget slot (cem here gives the budget control)")
+    parser.add_argument("--icem-unbounded-std", action="store_true",
+                        help="let iCEM's sampling std exceed the room to the action bounds")
+    parser.add_argument("--icem-iterations", type=int, default=5)
+    parser.add_argument("--icem-decay", type=float, default=1.25, help="population decay per iteration")
+    parser.add_argument("--icem-init-std", type=float, default=None, help="default: the run's planner")
+    parser.add_argument("--cem-from", default=None,
+                        help="reuse the CEM figures of an earlier result JSON of the same run and "
+                             "episodes instead of re-running CEM (for sweeps)")
     parser.add_argument("--name-suffix", default="", help="appended to the result file name")
     args = parser.parse_args(argv)
-    PLANNERS["icem"] = {"name": "icem", "population": args.icem_population, "iterations": 5,
+    PLANNERS["icem"] = {"name": args.icem_planner, "population": args.icem_population,
+                        "iterations": args.icem_iterations, "population_decay": args.icem_decay,
                         "elites": args.icem_elites, "noise_beta": args.icem_beta,
                         "icem_execute": args.icem_execute}
+    if args.icem_unbounded_std:
+        PLANNERS["icem"]["bounded_std"] = False
+    if args.icem_init_std is not None:
+        PLANNERS["icem"]["init_std"] = args.icem_init_std
     started = time.time()
     agent, train_config, checkpoint, step = load_run(args.run, device="cpu")
     env = make_env(train_config, seed=train_config.seed + EVAL_SEED_OFFSET)
     results = {}
+    if args.cem_from:
+        with open(args.cem_from) as f:
+            earlier = json.load(f)
+        if earlier["run"] != args.run or earlier["episodes"] != args.episodes:
+            raise SystemExit(f"--cem-from: {args.cem_from} was made with run={earlier['run']!r}, "
+                             f"episodes={earlier['episodes']}; expected {args.run!r}, {args.episodes}")
+        results["cem"] = dict(earlier["results"]["cem"], reused_from=args.cem_from)
     for label, settings in PLANNERS.items():
+        if label in results:
+            continue
         cfg = copy.deepcopy(agent.config.planner)
         for key, value in settings.items():
             setattr(cfg, key, value)

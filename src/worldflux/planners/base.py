@@ -62,6 +62,9 @@ class PlannerConfig:
     """iCEM: fraction of elites carried to the next iteration and, shifted, to the next step."""
     return_best: bool = False
     """CEM/MPPI: return the best sequence seen instead of the distribution mean."""
+    bounded_std: bool = True
+    """CEM/iCEM: keep two standard deviations of the sampling distribution inside the action
+    bounds (the PETS reference CEM), so few samples are clipped to the bounds."""
     icem_execute: Literal["best", "mean"] = "best"
     """iCEM: execute the best sequence found (Pinneri et al. 2020) or the refitted mean."""
     warm_start: bool = True
@@ -143,6 +146,14 @@ class Planner:
 
     def remember(self, solution: Tensor) -> None:
         self._previous = solution.detach().clone()
+
+    def sampling_std(self, mean: Tensor, std: Tensor) -> Tensor:
+        """``std`` limited to half the distance from ``mean`` to the nearer bound when
+        ``config.bounded_std`` (two standard deviations stay inside the bounds)."""
+        if not self.config.bounded_std:
+            return std
+        room = torch.minimum(mean - self.low, self.high - mean) / 2
+        return torch.minimum(std, room.clamp_min(1e-6))
 
     def clip(self, actions: Tensor) -> Tensor:
         return torch.maximum(torch.minimum(actions, self.high), self.low)

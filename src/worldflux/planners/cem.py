@@ -14,7 +14,8 @@ class CEMPlanner(Planner):
     """Gaussian CEM over ``[H, A]`` sequences: sample, keep elites, refit mean/std with momentum.
 
     The std is constrained so that two standard deviations stay within the bounds (as in the PETS
-    reference implementation), which keeps clipping from distorting the elite statistics.
+    reference implementation; ``bounded_std``), which keeps clipping from distorting the elite
+    statistics.
     """
 
     def plan(self, objective: Objective, prior: Tensor | None = None) -> PlannerResult:
@@ -26,8 +27,7 @@ class CEMPlanner(Planner):
         evaluated = 0
         elite_values = torch.zeros(0)
         for _ in range(cfg.iterations):
-            room = torch.minimum(mean - self.low, self.high - mean) / 2
-            std_i = torch.minimum(std, room.clamp_min(1e-6))
+            std_i = self.sampling_std(mean, std)
             noise = torch.randn((cfg.population, H, A), generator=self.generator, device=self.device)
             samples = self.clip(mean + std_i * noise)
             if prior is not None:

@@ -44,7 +44,7 @@ class ICEMPlanner(Planner):
             population = max(int(cfg.population * cfg.population_decay ** (-i)), 2 * cfg.elites)
             noise = colored_noise(cfg.noise_beta, (population, H, A), generator=self.generator,
                                   device=self.device)
-            samples = self.clip(mean + std * noise)
+            samples = self.clip(mean + self.sampling_std(mean, std) * noise)
             extra = [s for s in (carried, prior) if s is not None]
             if i == cfg.iterations - 1:
                 extra.append(mean[None])
