@@ -73,12 +73,14 @@ def verify(
                         f"{', full' if not report.quick else ', quick'})")
     for column in ("gate", "status", "value", "threshold", "time"):
         table.add_column(column, no_wrap=True)
-    table.add_column("detail", overflow="fold", ratio=1)
     styles = {"pass": "green", "FAIL": "bold red", "skip": "yellow"}
     for gate in report.gates:
         table.add_row(gate.name, f"[{styles[gate.status]}]{gate.status}[/]", _number(gate.value),
-                      _number(gate.threshold), f"{gate.seconds:.1f} s", escape(gate.detail))
+                      _number(gate.threshold), f"{gate.seconds:.1f} s")
     console.print(table)
+    for gate in report.gates:
+        console.print(f"[{styles[gate.status]}]{gate.name}[/]: {escape(gate.detail)}",
+                      soft_wrap=True, highlight=False)
     console.print(f"model: {escape(report.model_source)}", soft_wrap=True, highlight=False)
     if json_out is not None:
         console.print(f"report written to {escape(str(json_out))}", highlight=False)
