@@ -167,3 +167,30 @@ def test_env_action_converts_and_checks_agent_actions():
         env_action(np.zeros(3), continuous)
     with pytest.raises(ContractError, match="non-finite"):
         env_action(np.array([np.nan, 0.0]), continuous)
+
+
+def test_disk_replay_storage_holds_the_same_rows_as_memory(tmp_path):
+    rows = {}
+    for storage in ("memory", "disk"):
+        config = TrainConfig(env="Pendulum-v1", steps=450, seed=3, eval_episodes=1,
+                             tensorboard=False, replay_storage=storage)
+        train("test-recorder", config, {}, tmp_path / storage, progress=False)
+        buffer = RecorderAgent.instances[-1].buffer
+        if storage == "disk":  # closed at the end of the run; its files read back
+            from worldflux.data import ReplayBuffer
+
+            buffer = ReplayBuffer.open(tmp_path / "disk" / "replay_storage")
+        rows[storage] = buffer.all_transitions()
+    assert sorted(p.suffix for p in (tmp_path / "disk" / "replay_storage").iterdir()
+                  if p.suffix == ".npy")  # the rows lived in memory-mapped files of the run
+    assert not (tmp_path / "memory" / "replay_storage").exists()
+    for a, b in zip(rows["memory"], rows["disk"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(rows["disk"].rewards) == 450  # one transition per step, 3 episodes
+
+
+def test_unknown_replay_storage_and_precision_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="train.replay_storage: got 'ram'"):
+        train("test-recorder", TrainConfig(replay_storage="ram"), {}, tmp_path / "a")
+    with pytest.raises(ConfigError, match="train.precision: got 'fp8'"):
+        train("test-recorder", TrainConfig(precision="fp8"), {}, tmp_path / "b")

@@ -64,6 +64,13 @@ class TrainConfig:
     steps in a row were skipped for a non-finite loss or gradient; the last good checkpoint
     stays the newest one."""
 
+    replay_storage: str = "memory"
+    """Where replay rows live: ``"memory"`` (RAM) or ``"disk"`` (memory-mapped files under
+    ``replay_directory``; for long pixel runs: 1M frames of 64x64x3 are 12.3 GB in RAM)."""
+
+    replay_directory: str | None = None
+    """Folder of the disk replay storage; None = ``RUN_DIR/replay_storage``."""
+
     precision: str = "fp32"
     """Training precision: ``"fp32"``, ``"bf16"`` (autocast to bfloat16 on CPU or GPU) or
     ``"fp16"`` (autocast to float16 with loss scaling; CUDA only). Weights and optimiser states
@@ -87,6 +94,9 @@ class TrainConfig:
             raise ConfigError(
                 f"train.obs_type: got {self.obs_type!r}, expected 'state', 'image' or none"
             )
+        if self.replay_storage not in ("memory", "disk"):
+            raise ConfigError(f"train.replay_storage: got {self.replay_storage!r}, expected "
+                              "'memory' or 'disk'")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"train.precision: got {self.precision!r}, expected 'fp32', 'bf16' "
                               "or 'fp16'")

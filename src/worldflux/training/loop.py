@@ -280,6 +280,7 @@ def train(
     log = None
     resumed_from = None
     distributed = None
+    buffer = None
     try:
         eval_env = make_env(cfg, seed=cfg.seed + EVAL_SEED_OFFSET)
         obs_spec, action_spec = specs_for(env)
@@ -289,8 +290,12 @@ def train(
                                  nonfinite_limit=cfg.max_nonfinite_steps, dist=dist)
         if not dist.is_main:
             return _serve(agent, agent_name, cfg, run_dir)
+        storage: dict[str, Any] = {}
+        if cfg.replay_storage == "disk":  # refilled from replay/*.npz on resume, so overwritten
+            storage = {"storage": "disk", "overwrite": True,
+                       "directory": cfg.replay_directory or run_dir / "replay_storage"}
         buffer = ReplayBuffer(cfg.buffer_capacity, obs_spec.shape, action_spec.dim,
-                              obs_dtype=np.dtype(obs_spec.dtype), seed=cfg.seed)
+                              obs_dtype=np.dtype(obs_spec.dtype), seed=cfg.seed, **storage)
         run_config = {"agent": agent_name, "agent_config": to_dict(agent.config),
                       "train": to_dict(cfg), "obs_spec": asdict(obs_spec),
                       "action_spec": asdict(action_spec), "worldflux_version": __version__}
@@ -336,6 +341,8 @@ def train(
         for closable in (env, eval_env, log):
             if closable is not None:
                 closable.close()
+        if buffer is not None and cfg.replay_storage == "disk":
+            buffer.close()  # flushed and unmapped; ReplayBuffer.open(directory) reads it back
         dist.close()
 
     model_dir = None
