@@ -11,6 +11,7 @@ BENCHMARKS = {
     "pets_pendulum": "PETS + CEM learning on Pendulum-v1, 15 episodes, 3 seeds",
     "pets_cartpole_swingup": "PETS on dm_control cartpole-swingup, 20 episodes, vs published curves",
     "icem_vs_cem": "iCEM vs CEM on the same learned cartpole-swingup model: return per samples",
+    "precision_speed": "bf16 autocast vs fp32: ms per PETS ensemble optimiser step, same run",
     "replay_memory": "peak memory of a 1M-frame 64x64x3 replay buffer: in RAM vs on disk",
 }
 

@@ -269,8 +269,9 @@ class PETSAgent(Agent):
         self.train_rounds += 1
         result = {f"model/{k}": v for k, v in metrics.items() if not k.startswith("nll_member")}
         result.update({f"model/{k}": v for k, v in metrics.items() if k.startswith("nll_member")})
-        result.update({"model/holdout_mse": best_score if n_hold else float("nan"),
-                       "model/epochs": float(epochs), "model/transitions": float(n),
+        if n_hold:  # too little data for a held-out set: nothing to report (no NaN in the log)
+            result["model/holdout_mse"] = best_score
+        result.update({"model/epochs": float(epochs), "model/transitions": float(n),
                        "model/nonfinite_skipped": float(skipped),
                        "model/lr": float(self.optimizer.param_groups[0]["lr"])})
         if epoch_nll:
