@@ -194,3 +194,26 @@ def test_unknown_replay_storage_and_precision_name_the_field(tmp_path):
         train("test-recorder", TrainConfig(replay_storage="ram"), {}, tmp_path / "a")
     with pytest.raises(ConfigError, match="train.precision: got 'fp8'"):
         train("test-recorder", TrainConfig(precision="fp8"), {}, tmp_path / "b")
+
+
+def test_videos_and_wandb_are_wired_into_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name.lower()))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    config = TrainConfig(env="Pendulum-v1", steps=400, seed=0, eval_every=200, eval_episodes=1,
+                         tensorboard=False, video_every=400, wandb=True, wandb_project="wf-loop")
+    run_dir = tmp_path / "run"
+    train("test-recorder", config, {}, run_dir, progress=False)
+    videos = sorted(p.name for p in (run_dir / "videos").iterdir())
+    assert videos == ["eval_step00000400.gif"]  # only at the final evaluation; no world model
+    from PIL import Image
+
+    with Image.open(run_dir / "videos" / videos[0]) as gif:
+        assert gif.n_frames > 10
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    video = [r for r in records if "video/return" in r]
+    assert len(video) == 1 and video[0]["step"] == 400 and video[0]["video/length"] == 200
+    run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
+    assert list((run_dir / "wandb").rglob(f"run-{run_id}.wandb"))

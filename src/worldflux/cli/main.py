@@ -340,7 +340,18 @@ def eval_(
     with _user_errors():
         if episodes < 1:
             raise ConfigError(f"--episodes: got {episodes}, expected an integer >= 1")
-        result = evaluate_run(run_dir, episodes, seed=seed, device=device)
+        from worldflux.training.loop import _progress
+
+        with _progress(err_console, err_console.is_terminal, unit="episodes") as bar:
+            task = bar.add_task("eval", total=episodes, info="")
+            steps = [0]
+
+            def on_step(episode: int, done: bool) -> None:
+                steps[0] += 1
+                bar.update(task, advance=1 if done else 0,
+                           info=f"episode {episode + 1}, {steps[0]} steps")
+
+            result = evaluate_run(run_dir, episodes, seed=seed, device=device, on_step=on_step)
         atomic_write_text(Path(run_dir) / "eval.json", json.dumps(result, indent=2))
     console.print(f"return [bold]{result['mean']:.2f} ± {result['std']:.2f}[/] over {episodes} "
                   f"episodes (checkpoint step {result['step']}, seed {result['seed']}); "

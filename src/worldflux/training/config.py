@@ -64,6 +64,18 @@ class TrainConfig:
     steps in a row were skipped for a non-finite loss or gradient; the last good checkpoint
     stays the newest one."""
 
+    wandb: bool = False
+    """Also log to Weights & Biases (``pip install worldflux[wandb]``) under ``RUN_DIR/wandb``;
+    ``WANDB_MODE=offline`` needs no account; a resumed run continues the same W&B run."""
+
+    wandb_project: str = "worldflux"
+    """W&B project of the run."""
+
+    video_every: int = 0
+    """Write GIFs to ``RUN_DIR/videos`` (a greedy episode, and the model's open-loop imagination
+    next to the real observations) at the first evaluation after each multiple of this many
+    steps, and at the final one; 0 = never (``pip install worldflux[video]``)."""
+
     replay_storage: str = "memory"
     """Where replay rows live: ``"memory"`` (RAM) or ``"disk"`` (memory-mapped files under
     ``replay_directory``; for long pixel runs: 1M frames of 64x64x3 are 12.3 GB in RAM)."""
@@ -86,7 +98,7 @@ class TrainConfig:
             if value < 1:
                 raise ConfigError(f"train.{name}: got {value}, expected an integer >= 1")
         non_negative = {"eval_every": self.eval_every, "checkpoint_every": self.checkpoint_every,
-                        "log_every": self.log_every}
+                        "log_every": self.log_every, "video_every": self.video_every}
         for name, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"train.{name}: got {value}, expected an integer >= 0 (0 = off)")

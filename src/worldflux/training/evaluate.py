@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,11 @@ from worldflux.training.environment import EVAL_SEED_OFFSET, env_action, make_en
 __all__ = ["evaluate", "evaluate_run", "load_run"]
 
 
-def evaluate(agent, env: gymnasium.Env, episodes: int, seed: int) -> dict[str, Any]:
+def evaluate(agent, env: gymnasium.Env, episodes: int, seed: int,
+             on_step: Callable[[int, bool], None] | None = None) -> dict[str, Any]:
     """Run ``episodes`` episodes with ``agent.act(obs, explore=False)``.
+
+    ``on_step(episode, done)`` is called after every env step (progress bars).
 
     Episode ``i`` starts from ``env.reset(seed=seed + i)``, so repeated evaluations (across
     training, or of two agents) face the same initial states.
@@ -37,6 +41,8 @@ def evaluate(agent, env: gymnasium.Env, episodes: int, seed: int) -> dict[str, A
             total += float(reward)
             length += 1
             done = bool(terminated or truncated)
+            if on_step is not None:
+                on_step(episode, done)
         returns.append(total)
         lengths.append(length)
     values = np.asarray(returns, dtype=np.float64)
@@ -87,7 +93,8 @@ def load_run(run_dir: str | os.PathLike, *, device: str | None = None):
 
 
 def evaluate_run(run_dir: str | os.PathLike, episodes: int, *, seed: int | None = None,
-                 device: str | None = None) -> dict[str, Any]:
+                 device: str | None = None,
+                 on_step: Callable[[int, bool], None] | None = None) -> dict[str, Any]:
     """Evaluate the newest valid checkpoint of ``run_dir`` for ``episodes`` episodes.
 
     ``seed`` defaults to ``train.seed + EVAL_SEED_OFFSET``, the seed of the evaluations made
@@ -100,7 +107,7 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int, *, seed: int | None 
     seed = train_config.seed + EVAL_SEED_OFFSET if seed is None else int(seed)
     env = make_env(train_config, seed=seed)
     try:
-        result = evaluate(agent, env, episodes, seed)
+        result = evaluate(agent, env, episodes, seed, on_step=on_step)
     finally:
         env.close()
     return {**result, "episodes": int(episodes), "seed": seed, "step": step,

@@ -158,14 +158,21 @@ def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool = False,
 
 
 class _SpeedColumn(ProgressColumn):
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} steps/s" if speed else "- steps/s", style="progress.data.speed")
+        text = f"{speed:,.2f}" if speed and speed < 10 else f"{speed:,.0f}" if speed else "-"
+        return Text(f"{text} {self.unit}/s", style="progress.data.speed")
 
 
-def _progress(console: Console, enabled: bool) -> Progress:
+def _progress(console: Console, enabled: bool, unit: str = "steps") -> Progress:
+    """Rich progress bar: done/total, speed in ``unit``/s, elapsed time, ETA, an info field."""
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _SpeedColumn(),
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        _SpeedColumn(unit),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
         console=console, disable=not enabled, refresh_per_second=4,
@@ -316,7 +323,8 @@ def train(
         # Rewritten on resume too: an extended run records its new steps.
         atomic_write_text(run_dir / "config.json", json.dumps(run_config, indent=2))
         log = Logger.for_run(run_dir, tensorboard=cfg.tensorboard, elapsed_offset=state.elapsed_s,
-                             purge_step=state.env_step + 1 if resume else None)
+                             purge_step=state.env_step + 1 if resume else None,
+                             wandb=cfg.wandb, wandb_project=cfg.wandb_project, config=run_config)
         run = _Run(agent, env, eval_env, buffer, log, cfg, state, run_dir, means,
                    clock_start=time.perf_counter(), elapsed_before=state.elapsed_s)
         start_step = state.env_step
@@ -481,17 +489,35 @@ def _collect(run: _Run, advance) -> None:
         log.log({f"train/{k}": v for k, v in leftover.items()}, step=state.env_step)
 
 
-def _evaluate(run: _Run) -> dict[str, Any]:
+def _evaluate(run: _Run, *, final: bool = False) -> dict[str, Any]:
     cfg, state = run.cfg, run.state
     result = evaluate(run.agent, run.eval_env, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET)
     run.log.log({"eval/return_mean": result["mean"], "eval/return_std": result["std"],
                  "eval/length_mean": float(np.mean(result["lengths"]))}, step=state.env_step)
+    previous = max(state.last_eval_step, 0)
+    if cfg.video_every and (final or state.env_step // cfg.video_every
+                            > previous // cfg.video_every):
+        _write_videos(run)
     line = {"step": state.env_step, "wall_time": round(time.time(), 3), **result}
     with open(run.run_dir / "eval.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(line) + "\n")
     state.last_eval_step = state.env_step
     logger.info("step %d: eval return %.2f +- %.2f", state.env_step, result["mean"], result["std"])
     return result
+
+
+def _write_videos(run: _Run) -> None:
+    """GIFs of a greedy episode and of the model's imagination (see worldflux.training.video);
+    the agent's state and the RNGs are restored afterwards, so training is unchanged."""
+    from worldflux.training.video import make_render_env, write_videos
+
+    seed = run.cfg.seed + EVAL_SEED_OFFSET
+    video_env = make_render_env(run.cfg, seed=seed)
+    try:
+        videos = write_videos(run.run_dir, run.agent, video_env, run.state.env_step, seed)
+    finally:
+        video_env.close()
+    run.log.log(videos["metrics"], step=run.state.env_step)
 
 
 def _file_size(path: Path) -> int:
@@ -515,7 +541,7 @@ def _finish(run: _Run) -> dict[str, Any]:
     """Final checkpoint (unless one was just made at this very step), then final evaluation."""
     if run.state.last_checkpoint_step != run.state.env_step:
         _checkpoint(run)
-    return _evaluate(run)
+    return _evaluate(run, final=True)
 
 
 # -- resuming -------------------------------------------------------------------------------------
