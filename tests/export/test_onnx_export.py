@@ -102,6 +102,10 @@ def test_policy_description_is_read_back(agent, policy_file):
     import worldflux
 
     assert sidecar["worldflux_version"] == worldflux.__version__
+    # No exporter debug info (stack traces naming local paths) is left in the nodes.
+    proto = onnx.load(str(policy_file.path))
+    assert proto.graph.node and not any(n.metadata_props for n in proto.graph.node)
+    assert "pets.py" not in policy_file.path.read_bytes().decode("latin-1")
     # The same description is embedded in the file itself.
     embedded = read_metadata(policy_file.path, ort.InferenceSession(str(policy_file.path)))
     assert {k: v for k, v in sidecar.items() if k not in ("file", "sha256", "validation")} == embedded

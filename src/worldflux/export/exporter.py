@@ -170,9 +170,10 @@ def policy_graph(agent, overrides: dict[str, str] | None = None) -> PETSPolicyGr
             raise ConfigError(f"--set {key}: {exc}") from None
     config.validate()
     spec = agent.action_spec
-    return PETSPolicyGraph(agent.model, config.planner, num_particles=config.num_particles,
-                           propagation=config.propagation, discount=config.discount,
-                           low=spec.low, high=spec.high)
+    graph = PETSPolicyGraph(agent.model, config.planner, num_particles=config.num_particles,
+                            propagation=config.propagation, discount=config.discount,
+                            low=spec.low, high=spec.high)
+    return graph.to(agent.model.min_logvar.device)
 
 
 def export_pets_policy(agent, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
@@ -296,6 +297,7 @@ def _export_bytes(module: torch.nn.Module, args: tuple[torch.Tensor, ...], input
         exporter_logger.setLevel(level)
         module.train(was_training)
     proto = program.model_proto
+    _strip_debug_info(proto)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata, sort_keys=True)
     try:
@@ -304,6 +306,25 @@ def _export_bytes(module: torch.nn.Module, args: tuple[torch.Tensor, ...], input
         raise WorldFluxError(f"exported {type(module).__name__}: onnx.checker rejects the "
                              f"graph ({str(exc).splitlines()[0]})") from None
     return proto.SerializeToString()
+
+
+def _strip_debug_info(proto) -> None:
+    """Drop the exporter's per-node debug metadata (stack traces with local paths, FX nodes):
+    it is about half of the file and nothing at run time reads it."""
+    graphs = [proto.graph]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
+    for function in proto.functions:
+        for node in function.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
 
 
 def _compare(data: bytes, module: torch.nn.Module, feeds: dict[str, np.ndarray],

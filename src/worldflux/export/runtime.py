@@ -1,4 +1,8 @@
-"""Run exported worldflux ONNX files with numpy and onnxruntime only (no torch needed here).
+"""Run exported worldflux ONNX files with numpy and onnxruntime.
+
+This module computes with numpy and onnxruntime only (importing the ``worldflux`` package still
+imports torch; a deployment without torch can copy this file, which needs nothing else from
+worldflux but its two error classes).
 
 Quick use::
 
