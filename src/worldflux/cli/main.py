@@ -376,7 +376,7 @@ def _register_subcommands() -> None:
     """Commands defined in their own modules (each has ``register(app)``)."""
     import importlib
 
-    for module in ("worldflux.cli.export", "worldflux.cli.verify"):
+    for module in ("worldflux.cli.export", "worldflux.cli.verify", "worldflux.cli.report"):
         try:
             importlib.import_module(module).register(app)
         except ModuleNotFoundError as exc:
