@@ -183,3 +183,15 @@ def test_export_refuses_untrained_and_unsupported_agents(agent, tmp_path):
     with pytest.raises(ConfigError, match="opset: got 13"):
         export_agent(agent, tmp_path / "x.onnx", opset=13)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_missing_onnx_extra_names_the_install_command(agent, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript -> ImportError
+    with pytest.raises(ImportError, match=r"pip install worldflux\[onnx\]"):
+        export_agent(agent, tmp_path / "x.onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ImportError, match=r"pip install worldflux\[onnx\]"):
+        OnnxMPCPolicy(tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
