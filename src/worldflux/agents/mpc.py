@@ -21,10 +21,11 @@ import torch
 from worldflux.agents.base import Agent, AgentRegistry
 from worldflux.core.errors import ConfigError
 from worldflux.core.precision import inference_dtype
+from worldflux.core.registry import WorldModelRegistry
 from worldflux.core.schedule import LRScheduleConfig, build_lr_scheduler
 from worldflux.core.spec import ActionSpec, ObservationSpec
 from worldflux.models.pets import PETSConfig, PETSModel
-from worldflux.planners import PlannerConfig, make_planner
+from worldflux.planners import PlannerConfig, RiskConfig, make_planner, risk_value
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,10 @@ class _TransitionLoss(torch.nn.Module):
 
 
 @dataclass
-class PETSAgentConfig:
-    """PETS: probabilistic ensemble + trajectory sampling + MPC."""
+class MPCAgentConfig:
+    """Model-predictive control over a one-step world model (the settings every family shares;
+    each agent adds its ``model`` config)."""
 
-    model: PETSConfig = field(default_factory=PETSConfig)
-    """The ensemble world model."""
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     """Planner over action sequences (CEM, population 500, 5 iterations, horizon 15 by default)."""
     num_particles: int = 20
@@ -75,34 +75,54 @@ class PETSAgentConfig:
     """Std of Gaussian noise added to planned actions while training (0 = none, as in PETS)."""
     lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
     """Learning-rate schedule over all optimiser steps of the run (PETS: constant)."""
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    """How sampled returns score a plan: mean (risk-neutral), mean_std, cvar, var, worst,
+    entropic (``--set risk.measure=cvar --set risk.alpha=0.2``)."""
 
     def validate(self) -> None:
         self.planner.validate()
         self.lr_schedule.validate()
+        self.risk.validate()
         if self.num_particles < 1:
             raise ConfigError(f"num_particles: got {self.num_particles}, expected >= 1")
         if not 0 < self.holdout_fraction < 1:
             raise ConfigError(f"holdout_fraction: got {self.holdout_fraction}, expected in (0, 1)")
 
 
-@AgentRegistry.register("pets", PETSAgentConfig, aliases=("mpc",), tier="reference",
-                        description="PETS ensemble + CEM/MPPI/iCEM model-predictive control")
-class PETSAgent(Agent):
-    """Probabilistic-ensemble MPC agent for flat observations and continuous actions."""
+@dataclass
+class PETSAgentConfig(MPCAgentConfig):
+    """PETS: probabilistic ensemble + trajectory sampling + MPC."""
 
-    name = "pets"
+    model: PETSConfig = field(default_factory=PETSConfig)
+    """The ensemble world model (``--set model.ensemble_size=N``)."""
+
+
+class MPCAgent(Agent):
+    """Model-predictive control over any family with the one-step model protocol.
+
+    The family (``family``, a :data:`~worldflux.core.registry.WorldModelRegistry` name) must
+    provide ``fit_normalizers``, ``transition_loss`` (per-member bootstrap batches),
+    ``evaluation_mse`` and ``particle_returns`` (see :class:`~worldflux.models.pets.PETSModel`).
+    Subclasses set ``family`` and give their config a ``model`` field of the family's config.
+    """
+
+    name = "mpc"
+    family = "pets"
     supports_distributed = True
 
-    def __init__(self, config: PETSAgentConfig, obs_spec: ObservationSpec, action_spec: ActionSpec,
+    def __init__(self, config: MPCAgentConfig, obs_spec: ObservationSpec, action_spec: ActionSpec,
                  device: torch.device, seed: int = 0) -> None:
         super().__init__(config, obs_spec, action_spec, device, seed)
         config.validate()
         if action_spec.kind != "continuous":
-            raise ConfigError(f"agent 'pets': got {action_spec.kind} actions, expected continuous")
+            raise ConfigError(f"agent '{self.name}': got {action_spec.kind} actions, expected "
+                              "continuous")
         torch.manual_seed(seed)
         model_cfg = copy.deepcopy(config.model)
-        model_cfg.propagation = config.propagation
-        self.model = PETSModel(model_cfg, obs_spec, action_spec).to(device)
+        if hasattr(model_cfg, "propagation"):
+            model_cfg.propagation = config.propagation
+        model_cls = WorldModelRegistry.get(self.family).cls
+        self.model = model_cls(model_cfg, obs_spec, action_spec).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=model_cfg.learning_rate,
                                           weight_decay=model_cfg.weight_decay)
         self.scheduler = build_lr_scheduler(self.optimizer, config.lr_schedule)
@@ -119,7 +139,7 @@ class PETSAgent(Agent):
         self._last: dict[str, float] = {}
 
     @property
-    def world_model(self) -> PETSModel:
+    def world_model(self):
         return self.model
 
     def reset(self) -> None:
@@ -134,28 +154,38 @@ class PETSAgent(Agent):
 
     # -- acting ---------------------------------------------------------------------------------
     def objective(self, obs: torch.Tensor):
-        """Objective for the planner: mean particle return of each sequence ``[N, H, A] -> [N]``."""
+        """Objective for the planner: the risk measure (``config.risk``; the mean by default) of
+        each sequence's sampled returns, ``[N, H, A] -> [N]``."""
 
         if self.reward_fn is None and not self.model.config.learn_reward:
-            raise ConfigError("agent 'pets': model.learn_reward is false but no reward function "
-                              "was given; call agent.set_reward_function(fn)")
+            raise ConfigError(f"agent '{self.name}': model.learn_reward is false but no reward "
+                              "function was given; call agent.set_reward_function(fn)")
 
         def score(sequences: torch.Tensor) -> torch.Tensor:
-            returns = self.model.particle_returns(
-                obs, sequences, self.config.num_particles, propagation=self.config.propagation,
-                dtype=self.dtype, reward_fn=self.reward_fn, discount=self.config.discount,
-                generator=self.generator)
-            return returns.mean(1)
+            return risk_value(self.sampled_returns(obs, sequences), self.config.risk)
 
         return score
+
+    def sampled_returns(self, obs: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+        """Returns ``[N, K]`` of ``K = num_particles`` sampled rollouts of each sequence."""
+        return self.model.particle_returns(
+            obs, sequences, self.config.num_particles, propagation=self.config.propagation,
+            dtype=self.dtype, reward_fn=self.reward_fn, discount=self.config.discount,
+            generator=self.generator)
 
     @torch.no_grad()
     def plan(self, obs: np.ndarray):
         """Run the planner from ``obs [D]``; returns the :class:`PlannerResult`."""
         obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
         result = self.planner.plan(self.objective(obs_t))
+        # The predicted return distribution of the chosen plan, sampled afresh.
+        chosen = self.sampled_returns(obs_t, result.actions[None].to(obs_t.device))[0]
+        result.extras["wf.mpc.return_mean"] = float(chosen.mean())
+        result.extras["wf.mpc.return_std"] = float(chosen.std(unbiased=False))
         self._last = {"planner/value": result.value,
-                      "planner/evaluated": float(result.extras["wf.planner.evaluated"])}
+                      "planner/evaluated": float(result.extras["wf.planner.evaluated"]),
+                      "planner/return_mean": result.extras["wf.mpc.return_mean"],
+                      "planner/return_std": result.extras["wf.mpc.return_std"]}
         return result
 
     def act(self, obs: np.ndarray, *, explore: bool) -> np.ndarray:
@@ -233,15 +263,15 @@ class PETSAgent(Agent):
                 finite = bool(torch.isfinite(out.loss.detach()).all())
                 if not self.dist.all_true(finite):
                     if finite:
-                        self.nonfinite.skip("pets", "a non-finite loss on another rank")
+                        self.nonfinite.skip(self.name, "a non-finite loss on another rank")
                     else:
-                        self.nonfinite.loss_ok(out, "pets")
+                        self.nonfinite.loss_ok(out, self.name)
                     skipped += 1
                     continue
                 self.optimizer.zero_grad(set_to_none=True)
                 self.amp.backward(out.loss)
                 if not self.amp.step(self.optimizer, self.model.named_parameters(),
-                                     self.nonfinite, "pets"):
+                                     self.nonfinite, self.name):
                     skipped += 1
                     continue
                 self.scheduler.step()
@@ -338,3 +368,12 @@ class PETSAgent(Agent):
         self.trained = bool(state["trained"])
         self.train_rounds = int(state["train_rounds"])
         self.nonfinite.in_a_row = int(state.get("nonfinite_in_a_row", 0))
+
+
+@AgentRegistry.register("pets", PETSAgentConfig, aliases=("mpc",), tier="reference",
+                        description="PETS ensemble + CEM/MPPI/iCEM model-predictive control")
+class PETSAgent(MPCAgent):
+    """Probabilistic-ensemble MPC (Chua et al. 2018) for flat observations, continuous actions."""
+
+    name = "pets"
+    family = "pets"

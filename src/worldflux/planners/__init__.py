@@ -18,8 +18,12 @@ from worldflux.planners.icem import ICEMPlanner
 from worldflux.planners.mppi import MPPIPlanner
 from worldflux.planners.noise import colored_noise
 from worldflux.planners.random_shooting import RandomShootingPlanner
+from worldflux.planners.risk import RISK_MEASURES, RiskConfig, risk_value
 
 __all__ = [
+    "RISK_MEASURES",
+    "RiskConfig",
+    "risk_value",
     "CEMPlanner", "ICEMPlanner", "MPPIPlanner", "Objective", "Planner", "PlannerConfig",
     "PlannerRegistry", "PlannerResult", "RandomShootingPlanner", "colored_noise", "make_planner",
 ]
