@@ -44,6 +44,9 @@ class FamilyCase:
 
 SMALL_CASES: dict[str, FamilyCase] = {
     "pets": FamilyCase((4,), 2, {"hidden_size": 32, "num_layers": 2}),
+    "mlp": FamilyCase((4,), 2, {"hidden_size": 32, "num_layers": 2}),
+    "ensemble-mlp": FamilyCase((4,), 2, {"hidden_size": 32, "num_layers": 2}),
+    "gaussian": FamilyCase((4,), 2, {"hidden_size": 32, "num_layers": 2}),
     "linear-gaussian": FamilyCase((4,), 2, {}),
 }
 DEFAULT_CASE = FamilyCase()

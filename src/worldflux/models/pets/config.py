@@ -37,6 +37,9 @@ class PETSConfig:
     propagation: Literal["ts_inf", "ts1", "expectation"] = "ts_inf"
     """Particle propagation (PETS section 4): TS-inf keeps each particle on one member for the
     whole rollout, TS-1 re-draws the member every step, expectation averages the members."""
+    stochastic: bool = True
+    """Members predict a Gaussian (mean and log-variance, trained by negative log-likelihood);
+    False: members predict the mean only, trained by MSE, with no aleatoric noise in rollouts."""
 
     def validate(self, obs_spec=None, action_spec=None) -> None:
         if self.ensemble_size < 1:
@@ -55,3 +58,33 @@ class PETSConfig:
                 f"pets: got obs_shape {obs_spec.shape}, expected a flat vector (D,); use a latent "
                 "family (or an encoder) for images"
             )
+
+
+@dataclass
+class MLPDynamicsConfig(PETSConfig):
+    """Deterministic MLP dynamics (family ``mlp``): one member, mean only, trained by MSE."""
+
+    ensemble_size: int = 1
+    """A single network."""
+    stochastic: bool = False
+    """No log-variance head: predictions and rollouts are deterministic."""
+
+
+@dataclass
+class DeterministicEnsembleConfig(PETSConfig):
+    """Bootstrapped ensemble of deterministic MLPs (family ``ensemble-mlp``)."""
+
+    ensemble_size: int = 5
+    """Number of bootstrapped members; their disagreement is the epistemic uncertainty."""
+    stochastic: bool = False
+    """Members predict the mean only (MSE): no aleatoric noise."""
+
+
+@dataclass
+class GaussianMLPConfig(PETSConfig):
+    """One Gaussian MLP trained by negative log-likelihood (family ``gaussian``)."""
+
+    ensemble_size: int = 1
+    """A single network: aleatoric uncertainty only (no member disagreement)."""
+    stochastic: bool = True
+    """Predicts a mean and a log-variance per output."""

@@ -2,7 +2,14 @@
 
 Inputs ``[obs, action]`` and targets ``[obs_{t+1} - obs_t, reward]`` are standardised with
 statistics stored as buffers. All members run in one batched forward (``baddbmm``); each member
-sees its own bootstrap sample of the data.
+sees its own bootstrap sample of the data. With ``config.stochastic = False`` the members
+predict the mean only (trained by MSE) and rollouts carry no aleatoric noise; the families
+``mlp``, ``ensemble-mlp`` and ``gaussian`` (:mod:`worldflux.models.pets.variants`) are this
+model with other defaults.
+
+One-step model protocol (what a model-predictive agent trains and plans through):
+``fit_normalizers``, ``transition_loss``, ``evaluation_mse``, ``particle_returns``,
+``imagine`` and ``predict_uncertainty``.
 """
 
 from __future__ import annotations
@@ -39,10 +46,14 @@ class PETSModel(WorldModel):
         self.obs_dim, self.action_dim = D, A
         self.target_dim = D + (1 if config.learn_reward else 0)
         E = config.ensemble_size
-        self.net = EnsembleMLP(E, D + A, 2 * self.target_dim, config.hidden_size,
+        outputs = 2 * self.target_dim if config.stochastic else self.target_dim
+        self.net = EnsembleMLP(E, D + A, outputs, config.hidden_size,
                                config.num_layers, config.activation)
-        self.min_logvar = nn.Parameter(torch.full((1, 1, self.target_dim), config.min_logvar_init))
-        self.max_logvar = nn.Parameter(torch.full((1, 1, self.target_dim), config.max_logvar_init))
+        if config.stochastic:  # deterministic members have no log-variance head or bounds
+            self.min_logvar = nn.Parameter(
+                torch.full((1, 1, self.target_dim), config.min_logvar_init))
+            self.max_logvar = nn.Parameter(
+                torch.full((1, 1, self.target_dim), config.max_logvar_init))
         self.input_norm = Normalizer(D + A)
         self.target_norm = Normalizer(self.target_dim)
 
@@ -53,7 +64,7 @@ class PETSModel(WorldModel):
                           predictions=("obs", "reward"), min_sequence_length=2)
 
     def initial_state(self, batch_size: int) -> State:
-        device = self.min_logvar.device
+        device = self.input_norm.mean.device
         return self._state(torch.zeros(batch_size, self.obs_dim, device=device))
 
     def encode(self, obs: Tensor) -> State:
@@ -67,6 +78,16 @@ class PETSModel(WorldModel):
         if self.config.propagation == "ts1" and not deterministic:
             member = torch.randint(E, member.shape, generator=generator, device=member.device)
         x = torch.cat([obs, action.float()], -1).expand(E, -1, -1)
+        if not self.config.stochastic:
+            mean, _ = self._predict(x)  # [E, B, out]
+            if self.config.propagation == "expectation" or deterministic:
+                mean = mean.mean(0)
+            else:
+                mean = mean[member, torch.arange(obs.shape[0], device=obs.device)]
+            mean = self.target_norm.denormalize(mean)
+            next_obs, reward = self._decode_targets(obs, mean, mean)
+            return State({"obs": next_obs, "reward": reward, "member": member},
+                         {"family": self.family})
         mean, logvar = self.predict_normalized(x)  # [E, B, out]
         if self.config.propagation == "expectation" or deterministic:
             mean, logvar = mean.mean(0), logvar.mean(0)
@@ -77,7 +98,8 @@ class PETSModel(WorldModel):
             mean.shape, generator=generator, device=mean.device)
         next_obs, reward = self._decode_targets(obs, self.target_norm.denormalize(sample),
                                                 self.target_norm.denormalize(mean))
-        return State({"obs": next_obs, "reward": reward, "member": member}, {"family": "pets"})
+        return State({"obs": next_obs, "reward": reward, "member": member},
+                     {"family": self.family})
 
     def decode(self, state: State) -> ModelOutput:
         return ModelOutput({"obs": state["obs"], "reward": state["reward"]}, state)
@@ -90,16 +112,30 @@ class PETSModel(WorldModel):
         obs, next_obs, actions, rewards = obs[valid], next_obs[valid], actions[valid], rewards[valid]
         n = obs.shape[0]
         if n == 0:
-            zero = self.min_logvar.sum() * 0
-            return LossOutput(zero, {"nll": zero}, {"transitions": 0.0})
+            zero = sum(p.sum() for p in self.parameters()) * 0
+            key = "nll" if self.config.stochastic else "mse"
+            return LossOutput(zero, {key: zero}, {"transitions": 0.0})
         E = self.config.ensemble_size
         idx = torch.randint(n, (E, n), generator=generator, device=obs.device)  # bootstrap
         return self.transition_loss(obs[idx], actions[idx], rewards[idx], next_obs[idx])
 
     # -- training and prediction ------------------------------------------------------------
     def predict_normalized(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``[E, N, D + A]`` raw inputs -> normalised target ``mean, logvar`` ``[E, N, out]``."""
+        """``[E, N, D + A]`` raw inputs -> normalised target ``mean, logvar`` ``[E, N, out]``.
+
+        Deterministic members (``config.stochastic = False``) have zero variance: ``logvar``
+        is ``-inf`` everywhere (``exp(logvar) == 0``).
+        """
+        mean, logvar = self._predict(x)
+        if logvar is None:
+            logvar = torch.full_like(mean, float("-inf"))
+        return mean, logvar
+
+    def _predict(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Like :meth:`predict_normalized`; ``logvar`` is ``None`` for deterministic members."""
         out = self.net(self.input_norm.normalize(x)).float()  # float32 under autocast too
+        if not self.config.stochastic:
+            return out, None
         mean, logvar = out.chunk(2, -1)
         return mean, soft_bound_logvar(logvar, self.min_logvar, self.max_logvar)
 
@@ -118,7 +154,21 @@ class PETSModel(WorldModel):
 
     def transition_loss(self, obs: Tensor, action: Tensor, reward: Tensor,
                         next_obs: Tensor) -> LossOutput:
-        """NLL of per-member batches: ``obs [E, N, D]``, ``action [E, N, A]``, ``reward [E, N]``."""
+        """Loss of per-member batches: ``obs [E, N, D]``, ``action [E, N, A]``, ``reward [E, N]``.
+
+        Stochastic members: Gaussian NLL plus the log-variance bound term; metrics ``nll``,
+        ``nll_member_i``. Deterministic members: MSE of the mean; metrics ``mse``. Both report
+        ``mse_normalized`` (mean over members) and ``mse_member_i`` in normalised target units.
+        """
+        if not self.config.stochastic:
+            mean, _ = self._predict(torch.cat([obs, action], -1))
+            target = self.target_norm.normalize(self.targets(obs, reward, next_obs))
+            mse = (mean - target).pow(2).mean((1, 2))  # [E]
+            loss = mse.sum()
+            detached = mse.detach()
+            metrics = {"mse": float(detached.mean()), "mse_normalized": float(detached.mean())}
+            metrics.update({f"mse_member_{i}": float(v) for i, v in enumerate(detached)})
+            return LossOutput(loss, {"mse": loss}, metrics)
         mean, logvar = self.predict_normalized(torch.cat([obs, action], -1))
         target = self.target_norm.normalize(self.targets(obs, reward, next_obs))
         nll = gaussian_nll(mean, logvar, target).mean((1, 2))  # [E]
@@ -127,6 +177,7 @@ class PETSModel(WorldModel):
         mse = (mean.detach() - target).pow(2).mean((1, 2))
         metrics = {"nll": float(nll.detach().mean()), "mse_normalized": float(mse.mean())}
         metrics.update({f"nll_member_{i}": float(v) for i, v in enumerate(nll.detach())})
+        metrics.update({f"mse_member_{i}": float(v) for i, v in enumerate(mse)})
         return LossOutput(loss, {"nll": nll.sum(), "logvar_bound": bound}, metrics)
 
     @torch.no_grad()
@@ -135,7 +186,7 @@ class PETSModel(WorldModel):
         """Per-member MSE of the mean in normalised target space ``[E]`` on held-out data."""
         E = self.config.ensemble_size
         x = torch.cat([obs, action], -1).expand(E, -1, -1)
-        mean, _ = self.predict_normalized(x)
+        mean, _ = self._predict(x)
         target = self.target_norm.normalize(self.targets(obs, reward, next_obs))
         return (mean - target).pow(2).mean((1, 2))
 
@@ -166,7 +217,8 @@ class PETSModel(WorldModel):
         weights = self.net.fast_weights(dtype)
         in_mean, in_std = self.input_norm.mean, self.input_norm.std + self.input_norm.eps
         out_mean, out_std = self.target_norm.mean, self.target_norm.std + self.target_norm.eps
-        min_lv, max_lv = self.min_logvar[0], self.max_logvar[0]
+        stochastic = self.config.stochastic
+        min_lv, max_lv = (self.min_logvar[0], self.max_logvar[0]) if stochastic else (None, None)
         # Row r = n * K + k; under TS-inf row r stays on member r % E: layout [E, M].
         acts = action_sequences.unsqueeze(1).expand(N, K, H, A).reshape(R, H, A)
         if pad:
@@ -185,13 +237,17 @@ class PETSModel(WorldModel):
             if propagation == "expectation":
                 x = x.reshape(1, E * M, D + A).expand(E, -1, -1)
             out = self.net.forward_with(weights, x).float()
-            mean, logvar = out.chunk(2, -1)
-            if propagation == "expectation":
-                mean = mean.mean(0).view(E, M, -1)
-                logvar = logvar.mean(0).view(E, M, -1)
-            logvar = soft_bound_logvar(logvar, min_lv, max_lv)
-            noise = torch.randn(mean.shape, generator=generator, device=mean.device)
-            sample = (mean + torch.exp(0.5 * logvar) * noise) * out_std + out_mean
+            if not stochastic:  # deterministic members: the mean, no aleatoric noise
+                mean = out.mean(0).view(E, M, -1) if propagation == "expectation" else out
+                sample = mean * out_std + out_mean
+            else:
+                mean, logvar = out.chunk(2, -1)
+                if propagation == "expectation":
+                    mean = mean.mean(0).view(E, M, -1)
+                    logvar = logvar.mean(0).view(E, M, -1)
+                logvar = soft_bound_logvar(logvar, min_lv, max_lv)
+                noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+                sample = (mean + torch.exp(0.5 * logvar) * noise) * out_std + out_mean
             next_state = state + sample[..., :D] if self.config.predict_delta else sample[..., :D]
             if reward_fn is not None:
                 reward = reward_fn(state.reshape(-1, D), action.reshape(-1, A),
@@ -210,11 +266,83 @@ class PETSModel(WorldModel):
         flat = returns.transpose(0, 1).reshape(-1)[:R]  # back to row order r = n * K + k
         return flat.view(N, K)
 
+    # -- evaluation: open-loop imagination and one-step uncertainty ------------------------------
+    @torch.no_grad()
+    def imagine(self, obs: Tensor, actions: Tensor, num_samples: int, *,
+                generator: torch.Generator | None = None) -> Tensor:
+        """Observations of ``num_samples`` open-loop rollouts from real first observations.
+
+        Sample ``k`` stays on member ``k % E`` for the whole rollout (TS-inf) and draws
+        aleatoric noise each step when the model is stochastic (none when deterministic).
+
+        Args:
+            obs: first observations ``[B, D]``.
+            actions: ``[B, T, A]`` applied open loop.
+            num_samples: ``K`` rollouts per start.
+        Returns:
+            ``[K, B, T + 1, D]``; index ``t = 0`` is ``obs`` itself.
+        """
+        obs = obs.float()
+        actions = self.action_spec.to_tensor(actions, "actions").float()
+        B, T, A = actions.shape
+        E, D, K = self.config.ensemble_size, self.obs_dim, int(num_samples)
+        if K < 1:
+            from worldflux.core.errors import ConfigError
+
+            raise ConfigError(f"num_samples: got {num_samples}, expected >= 1")
+        J = -(-K // E)  # samples per member; sample k = j * E + e runs on member e
+        state = obs.reshape(1, 1, B, D).expand(E, J, B, D).reshape(E, J * B, D)
+        steps = [state]
+        for t in range(T):
+            action = actions[:, t].reshape(1, 1, B, A).expand(E, J, B, A).reshape(E, J * B, A)
+            mean, logvar = self._predict(torch.cat([state, action], -1))
+            sample = mean
+            if logvar is not None:
+                sample = mean + torch.exp(0.5 * logvar) * torch.randn(
+                    mean.shape, generator=generator, device=mean.device)
+            state, _ = self._decode_targets(state, self.target_norm.denormalize(sample),
+                                            self.target_norm.denormalize(mean))
+            steps.append(state)
+        out = torch.stack(steps, 1).view(E, T + 1, J, B, D)  # [E, T + 1, J, B, D]
+        return out.permute(2, 0, 3, 1, 4).reshape(J * E, B, T + 1, D)[:K]
+
+    @torch.no_grad()
+    def predict_uncertainty(self, obs: Tensor, action: Tensor) -> dict[str, Tensor]:
+        """One-step predictive mean and variances of the observation change ``next_obs - obs``.
+
+        Args:
+            obs: ``[N, D]``; action: ``[N, A]``.
+        Returns:
+            ``{"mean", "aleatoric", "epistemic"}``, each ``[N, D]`` in observation units:
+            the ensemble mean, the mean of the members' predicted variances (zeros for
+            deterministic members) and the variance of the members' means (zeros for one member).
+        """
+        obs = obs.float()
+        action = self.action_spec.to_tensor(action, "action").float()
+        E, D = self.config.ensemble_size, self.obs_dim
+        mean, logvar = self._predict(torch.cat([obs, action], -1).expand(E, -1, -1))
+        scale = self.target_norm.std + self.target_norm.eps
+        means = (mean * scale + self.target_norm.mean)[..., :D]  # [E, N, D]
+        if not self.config.predict_delta:
+            means = means - obs
+        if logvar is None:
+            aleatoric = torch.zeros_like(means[0])
+        else:
+            aleatoric = (torch.exp(logvar) * scale.pow(2))[..., :D].mean(0)
+        epistemic = means.var(0, unbiased=False)
+        return {"mean": means.mean(0), "aleatoric": aleatoric, "epistemic": epistemic}
+
     # -- quality gates (``worldflux verify``) ---------------------------------------------------
     @classmethod
     def smoke_specs(cls) -> tuple[ObservationSpec, ActionSpec]:
         """Pendulum-v1: observations ``(3,)`` (cos, sin, angular velocity), 1 action."""
         return ObservationSpec((3,)), ActionSpec(1)
+
+    @classmethod
+    def smoke_config(cls) -> PETSConfig:
+        """Config of the smoke task's model: 3 members of 2 x 64 units (variants keep their
+        own ensemble size and stochasticity)."""
+        return PETSConfig(ensemble_size=3, hidden_size=64, num_layers=2)
 
     @classmethod
     def smoke_task(cls, seed: int, quick: bool = True):
@@ -234,7 +362,7 @@ class PETSModel(WorldModel):
             obs, act, rew, nxt = data["obs"], data["actions"], data["rewards"], data["next_obs"]
             perm = torch.randperm(obs.shape[0])
             hold, train = perm[: obs.shape[0] // 5], perm[obs.shape[0] // 5:]
-            config = PETSConfig(ensemble_size=3, hidden_size=64, num_layers=2)
+            config = cls.smoke_config()
             model = cls(config, ObservationSpec((obs.shape[1],)), ActionSpec(act.shape[1]))
             model.fit_normalizers(obs[train], act[train], rew[train], nxt[train])
             optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
@@ -262,7 +390,7 @@ class PETSModel(WorldModel):
         B = obs.shape[0]
         member = torch.arange(B, device=obs.device) % self.config.ensemble_size
         reward = torch.zeros(B, device=obs.device)
-        return State({"obs": obs, "reward": reward, "member": member}, {"family": "pets"})
+        return State({"obs": obs, "reward": reward, "member": member}, {"family": self.family})
 
     def _decode_targets(self, obs: Tensor, sample: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
         D = self.obs_dim
