@@ -100,7 +100,7 @@ def _ensemble_size(model: Any) -> int | None:
 @torch.no_grad()
 def imagine_rollouts(model: Any, obs: Tensor, actions: Tensor, num_samples: int, *,
                      generator: torch.Generator | None = None,
-                     deterministic: bool = False) -> Tensor:
+                     deterministic: bool = False, use_imagine: bool = True) -> Tensor:
     """``K`` open-loop rollouts from real observations with given actions.
 
     Args:
@@ -110,6 +110,8 @@ def imagine_rollouts(model: Any, obs: Tensor, actions: Tensor, num_samples: int,
         num_samples: ``K`` sampled rollouts per row.
         generator: random generator on the model's device (reproducible samples).
         deterministic: no sampling (PETS: the ensemble mean); all ``K`` rollouts are equal.
+        use_imagine: use ``model.imagine`` when it exists (False: always the one-step
+            contract, e.g. to check a family's ``imagine`` against it).
 
     Returns:
         Predicted observations ``[K, B, T + 1, *obs_shape]`` (``[:, :, 0]`` is the decoded
@@ -133,7 +135,8 @@ def imagine_rollouts(model: Any, obs: Tensor, actions: Tensor, num_samples: int,
         model.eval()
     try:
         imagine = getattr(model, "imagine", None)
-        if callable(imagine) and (not deterministic or _accepts(imagine, "deterministic")):
+        if use_imagine and callable(imagine) and (not deterministic
+                                                  or _accepts(imagine, "deterministic")):
             kwargs: dict[str, Any] = {}
             if generator is not None and _accepts(imagine, "generator"):
                 kwargs["generator"] = generator
