@@ -6,6 +6,7 @@ Quick use::
     env = envs.make("dmc/cartpole-swingup", seed=0, action_repeat=2)   # obs [5] float32
     env = envs.make("dmc/walker-walk", obs_type="image", image_size=64)  # obs [3, 64, 64] uint8
     env = envs.make("atari/pong")                                       # obs [1, 64, 64] uint8
+    env = envs.make("worldflux/Nav3D-v0", obs_type="image")   # native 3D navigation, see nav3d
     envs.check_env(MyEnv())        # raises EnvCheckError explaining what is wrong
     envs.env_spec(env)             # {"obs_shape": ..., "action_kind": ..., "action_dim": ...}
 
@@ -21,6 +22,7 @@ import os as _os
 if "MUJOCO_GL" not in _os.environ and not _os.environ.get("DISPLAY"):
     _os.environ["MUJOCO_GL"] = "egl"
 
+import worldflux.envs.nav3d  # noqa: F401  (registers worldflux/Nav3D-v0 with gymnasium)
 from worldflux.envs.checker import check_env
 from worldflux.envs.registry import list_envs, make, make_vector
 from worldflux.envs.spec import EnvSpec, env_spec

@@ -8,6 +8,9 @@ Three id families are understood:
 * Atari through ale-py: ``atari/pong`` (short form) or ``ALE/Pong-v5``, needs
   ``pip install "worldflux[atari]"``.
 
+worldflux's own envs (``worldflux/Nav3D-v0``) are gymnasium ids too; they are listed and draw
+their image observations themselves.
+
 The optional packages are imported only when an id of their family is made or listed.
 """
 
@@ -45,6 +48,8 @@ DMC_PREFIX = "dmc/"
 ATARI_PREFIX = "atari/"
 # Gymnasium families that need nothing beyond gymnasium itself (mujoco is checked separately).
 _GYMNASIUM_FAMILIES = ("gymnasium.envs.classic_control",)
+# worldflux's own envs (worldflux/Nav3D-v0): listed, and they draw their own [3, S, S] images.
+_NATIVE_FAMILY = "worldflux.envs."
 _MUJOCO_FAMILY = "gymnasium.envs.mujoco"
 # dm_control renders from camera 0 except where the task is only visible from another one.
 _DMC_DEFAULT_CAMERA = {"quadruped": 2}
@@ -112,6 +117,7 @@ def _gymnasium_ids() -> list[str]:
     families = _GYMNASIUM_FAMILIES
     if _has_module("mujoco"):
         families = (*families, _MUJOCO_FAMILY)
+    families = (*families, _NATIVE_FAMILY)
     ids = []
     for env_id, spec in gymnasium.registry.items():
         entry_point = spec.entry_point if isinstance(spec.entry_point, str) else ""
@@ -267,6 +273,14 @@ def _make_state_or_pixels(
     kwargs: dict[str, Any],
 ) -> gymnasium.Env:
     kwargs = dict(kwargs)
+    if _entry_point(gym_id).startswith(_NATIVE_FAMILY):
+        if obs_type == "image":
+            kwargs.setdefault("render_mode", "rgb_array")
+        if make_kwargs.get("max_episode_steps") is not None:
+            kwargs.setdefault("time_limit", make_kwargs["max_episode_steps"])
+        env = gymnasium.make(gym_id, obs_type=obs_type, image_size=image_size, **make_kwargs,
+                             **kwargs)
+        return env if obs_type == "image" else StateObservation(env)
     camera_id = kwargs.pop("camera_id", None)
     if obs_type == "image":
         make_kwargs["render_mode"] = "rgb_array"
@@ -296,7 +310,8 @@ def _make_state_or_pixels(
 
 
 def _entry_point(gym_id: str) -> str:
-    entry_point = gymnasium.registry[gym_id].entry_point
+    spec = gymnasium.registry.get(gym_id)
+    entry_point = spec.entry_point if spec is not None else ""
     return entry_point if isinstance(entry_point, str) else ""
 
 
