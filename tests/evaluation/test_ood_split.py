@@ -37,6 +37,23 @@ def test_collected_episodes_follow_the_episode_schema():
     np.testing.assert_array_equal(full[0]["actions"][1:], 0.5)
 
 
+def test_agent_policies_act_greedily_and_reset_every_episode():
+    class StubAgent:
+        resets, calls = 0, []
+
+        def reset(self):
+            self.resets += 1
+
+        def act(self, obs, *, explore):
+            self.calls.append(explore)
+            return np.array([-0.25], np.float32)
+
+    agent = StubAgent()
+    episodes = collect_episodes("Pendulum-v1", agent, episodes=2, seed=3, max_steps=5)
+    assert agent.resets == 2 and agent.calls == [False] * 10
+    assert all(np.all(e["actions"][1:] == -0.25) for e in episodes)
+
+
 def test_env_options_perturb_the_dynamics_only():
     kwargs = {"episodes": 1, "seed": 9, "max_steps": 40}
     base = collect_episodes("Pendulum-v1", **kwargs)[0]
