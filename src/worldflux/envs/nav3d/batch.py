@@ -157,6 +157,9 @@ class Nav3DBatch:
         """Current state observations ``[n, 12]`` float32 (order: ``OBS_NAMES``)."""
         _, offset, _ = nearest_obstacle(self.position, self.centers, self.half_sizes,
                                         self.config.obstacle_shape)
+        return self._observation(offset)
+
+    def _observation(self, offset: np.ndarray) -> np.ndarray:
         obs = np.concatenate([self.position, self.velocity, self.goal - self.position, offset],
                              axis=1)
         return obs.astype(np.float32)
@@ -205,11 +208,13 @@ class Nav3DBatch:
         position = np.clip(position, low, high)
 
         # Obstacles: push out to the contact distance along the surface normal.
-        signed, _, normal = nearest_obstacle(position, self.centers, self.half_sizes,
-                                             cfg.obstacle_shape)
+        signed, offset, normal = nearest_obstacle(position, self.centers, self.half_sizes,
+                                                  cfg.obstacle_shape)
         collision = signed <= cfg.body_radius + CONTACT_TOLERANCE
         push = np.where(signed < cfg.body_radius, cfg.body_radius - signed, 0.0)
         position = position + push[:, None] * normal
+        # Moving along the normal keeps the same nearest surface point (obstacles are apart).
+        offset = offset - push[:, None] * normal
         inward = np.minimum(np.sum(self.velocity * normal, axis=1), 0.0)
         self.velocity = self.velocity - np.where(collision, inward, 0.0)[:, None] * normal
         self.position = position
@@ -228,7 +233,7 @@ class Nav3DBatch:
             truncated = np.zeros(self.num_envs, dtype=bool)
         else:
             truncated = (self.steps >= cfg.time_limit) & ~terminated
-        obs = self.observe()
+        obs = self._observation(offset)
         info: dict[str, np.ndarray] = {
             "success": success, "collision": collision, "collisions": self.collisions.copy(),
             "boundary_contact": boundary, "distance": distance, "steps": self.steps.copy()}
