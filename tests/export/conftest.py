@@ -41,14 +41,17 @@ def random_pendulum_transitions(steps: int = 400, seed: int = 0) -> _Transitions
     return _Transitions(o, a, r, n)
 
 
-def fitted_agent(overrides: dict[str, str] | None = None):
-    """A PETS agent for Pendulum whose ensemble was fitted on 400 random transitions."""
+def fitted_agent(overrides: dict[str, str] | None = None, fit: bool = True):
+    """A PETS agent for Pendulum whose ensemble was fitted on 400 random transitions (with
+    ``fit=False``: left at its initial weights, but marked trained)."""
     env = make_env(TrainConfig(env="Pendulum-v1"), seed=0)
     obs_spec, action_spec = specs_for(env)
     env.close()
     agent = build_agent("pets", obs_spec, action_spec, device=torch.device("cpu"), seed=0,
                         overrides={**SMALL, **(overrides or {})})
-    agent.train_model(random_pendulum_transitions())
+    if fit:
+        agent.train_model(random_pendulum_transitions())
+    agent.trained = True
     return agent
 
 

@@ -94,10 +94,12 @@ def test_export_policy_with_planner_settings_changed(pets_run, tmp_path):
     target = tmp_path / "mppi.onnx"
     result = runner.invoke(app, ["export", str(pets_run), "--onnx", str(target),
                                  "--set", "planner.name=mppi", "--set", "planner.horizon=3",
-                                 "--set", "propagation=ts1"])
+                                 "--set", "propagation=ts1", "--set", "risk.measure=cvar",
+                                 "--set", "risk.alpha=0.5"])
     assert result.exit_code == 0, result.output
     sidecar = json.loads(target.with_name("mppi.onnx.json").read_text())
     assert sidecar["planner"]["name"] == "mppi" and sidecar["propagation"] == "ts1"
+    assert sidecar["risk"]["measure"] == "cvar" and sidecar["risk"]["alpha"] == 0.5
     assert sidecar["outputs"][1]["shape"] == [3, 1]  # next_mean [H, A]
     assert "member_noise" in [i["name"] for i in sidecar["inputs"]]
     assert max(sidecar["validation"]["max_abs_diff"].values()) < 1e-4

@@ -195,3 +195,23 @@ def test_missing_onnx_extra_names_the_install_command(agent, tmp_path, monkeypat
     with pytest.raises(ImportError, match=r"pip install worldflux\[onnx\]"):
         OnnxMPCPolicy(tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_deterministic_members_export_without_noise_or_variance(make_agent, tmp_path):
+    agent = make_agent({"model.stochastic": "false", "planner.horizon": "2",
+                        "planner.iterations": "1"}, fit=False)
+    dynamics = export_agent(agent, tmp_path / "det_model.onnx", what="dynamics")
+    assert dynamics.max_diff < 1e-4
+    assert dynamics.metadata["stochastic"] is False
+    got = OnnxDynamics(dynamics.path).predict(np.ones((4, 3)), np.zeros((4, 1)))
+    assert set(got) == {"next_obs_mean", "reward"}
+    with torch.no_grad():
+        state = agent.model.transition(agent.model.encode(torch.ones(4, 3)), torch.zeros(4, 1),
+                                       deterministic=True)
+    np.testing.assert_allclose(got["next_obs_mean"].mean(0), state["obs"].numpy(), atol=1e-4)
+
+    policy = export_agent(agent, tmp_path / "det_policy.onnx")
+    assert policy.max_diff < 1e-4
+    assert [i["name"] for i in policy.metadata["inputs"]] == ["obs", "init_mean", "sample_noise"]
+    runner = OnnxMPCPolicy(policy.path, seed=0)
+    assert runner.act(np.ones(3, np.float32)).shape == (1,)

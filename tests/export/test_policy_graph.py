@@ -48,15 +48,24 @@ def agent_draws(agent, graph, has_elites: bool) -> dict[str, torch.Tensor]:
                 perm = torch.randperm(E * M, generator=model_gen)
                 # argsort of these uniforms is exactly ``perm``.
                 feeds["member_noise"][i, t, perm] = torch.arange(E * M) / (E * M)
-            feeds["particle_noise"][i, t, :, :M] = torch.randn((E, M, T), generator=model_gen)
+            if lay.stochastic:
+                feeds["particle_noise"][i, t, :, :M] = torch.randn((E, M, T), generator=model_gen)
     if lay.propagation != "ts1":
         del feeds["member_noise"]
+    if not lay.stochastic:
+        del feeds["particle_noise"]
     return feeds
 
 
 CASES = [("cem", "ts_inf", {}), ("cem", "ts1", {"discount": "0.9"}),
          ("cem", "ts_inf", {"planner.bounded_std": "false"}),
          ("icem", "expectation", {"planner.bounded_std": "false"}),
+         ("cem", "ts_inf", {"risk.measure": "cvar", "risk.alpha": "0.3"}),
+         ("mppi", "ts1", {"risk.measure": "entropic", "risk.beta": "0.05"}),
+         ("cem", "expectation", {"risk.measure": "mean_std", "risk.lam": "0.5"}),
+         ("icem", "ts_inf", {"risk.measure": "worst"}),
+         ("cem", "ts1", {"model.stochastic": "false"}),
+         ("icem", "ts_inf", {"model.stochastic": "false", "risk.measure": "var"}),
          ("mppi", "expectation", {}), ("mppi", "ts_inf", {"planner.return_best": "true"}),
          ("icem", "ts_inf", {}), ("icem", "ts1", {"planner.icem_execute": "mean"})]
 
@@ -64,7 +73,9 @@ CASES = [("cem", "ts_inf", {}), ("cem", "ts1", {"discount": "0.9"}),
 @pytest.mark.parametrize(("planner", "propagation", "extra"), CASES,
                          ids=[f"{p}-{q}{'-' + next(iter(e)) if e else ''}" for p, q, e in CASES])
 def test_reference_reproduces_the_agents_own_decisions(make_agent, planner, propagation, extra):
-    agent = make_agent({"planner.name": planner, "propagation": propagation, **extra})
+    # Deterministic members are planned through at their initial weights.
+    agent = make_agent({"planner.name": planner, "propagation": propagation, **extra},
+                       fit="model.stochastic" not in extra)
     graph = policy_graph(agent)
     assert graph.layout.propagation == propagation and graph.planner.name == planner
     rng = np.random.default_rng(1)

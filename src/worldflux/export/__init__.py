@@ -13,15 +13,20 @@ Python::
     export_run("runs/pets-pendulum", "model.onnx", what="dynamics")
     OnnxDynamics("model.onnx").predict(obs, action)  # [N, D], [N, A] -> {"next_obs_mean": ...}
 
-What can be exported (PETS, the only model-based agent today):
+What can be exported (PETS and MPC agents over its one-step families, stochastic or
+deterministic members):
 
-* ``policy``: the whole MPC decision (CEM, MPPI or iCEM, with the run's planner settings and
-  TS-inf / TS-1 / expectation propagation) as one graph with every random draw as an input; see
+* ``policy``: the whole MPC decision (CEM, MPPI or iCEM, with the run's planner settings,
+  TS-inf / TS-1 / expectation propagation and risk measure) as one graph with every random
+  draw as an input; see
   :mod:`worldflux.export.pets` for the inputs and outputs, and :class:`PETSPolicyGraph` for the
   PyTorch function it computes.
 * ``dynamics``: the ensemble one-step model with its normalisation,
-  ``(obs [N, D], action [N, A]) -> next_obs_mean [E, N, D], next_obs_logvar [E, N, D],
-  reward [E, N]``.
+  ``(obs [N, D], action [N, A]) -> next_obs_mean [E, N, D], next_obs_logvar [E, N, D]``
+  (stochastic members only) ``, reward [E, N]`` (learned reward only).
+
+Not exportable: the random-shooting planner (export with ``--set planner.name=cem``) and
+policies that plan with a Python reward function instead of the learned reward head.
 
 Public API: :func:`export_run`, :func:`export_agent`, :func:`export_pets_policy`,
 :func:`export_pets_dynamics`, :func:`policy_graph`, :class:`ExportResult`,

@@ -41,7 +41,7 @@ __all__ = ["DEFAULT_OPSET", "EXPORT_OVERRIDE_KEYS", "ExportResult", "export_agen
 DEFAULT_OPSET = 18
 """ONNX opset written unless another is asked for."""
 FORMAT_VERSION = 1
-EXPORT_OVERRIDE_KEYS = ("planner.", "num_particles", "propagation", "discount")
+EXPORT_OVERRIDE_KEYS = ("planner.", "risk.", "num_particles", "propagation", "discount")
 """Agent settings that may be changed at export time (the model's weights stay as trained)."""
 
 What = Literal["policy", "dynamics"]
@@ -123,7 +123,8 @@ def export_agent(agent, path: str | os.PathLike, *, what: What = "policy",
     """Export an agent's policy (its whole MPC decision) or its world model's dynamics.
 
     Args:
-        agent: a trained :class:`~worldflux.agents.mpc.PETSAgent` (the only exportable agent).
+        agent: a trained MPC agent over a :class:`~worldflux.models.pets.PETSModel` (``pets``;
+            also its deterministic and single-network variants).
         path: the ``.onnx`` file to write.
         what: ``"policy"`` or ``"dynamics"``.
         opset: ONNX opset.
@@ -132,14 +133,15 @@ def export_agent(agent, path: str | os.PathLike, *, what: What = "policy",
         source: where the agent came from (recorded in the metadata).
         validate: run the file in onnxruntime against PyTorch on random inputs.
     """
-    from worldflux.agents.mpc import PETSAgent
+    from worldflux.agents.mpc import MPCAgent
+    from worldflux.models.pets import PETSModel
 
     if what not in ("policy", "dynamics"):
         raise ConfigError(f"what: got {what!r}, expected 'policy' or 'dynamics'")
     name = getattr(agent, "name", type(agent).__name__)
-    if not isinstance(agent, PETSAgent):
+    if not (isinstance(agent, MPCAgent) and isinstance(agent.model, PETSModel)):
         raise ConfigError(f"agent '{name}': ONNX export is not supported for this agent "
-                          "(supported: pets)")
+                          "(supported: pets, and MPC agents over its one-step model families)")
     if not agent.trained:
         step = f" (checkpoint step {source['step']})" if source and "step" in source else ""
         raise CheckpointError(f"agent '{name}'{step}: its world model was never trained "
@@ -163,7 +165,8 @@ def policy_graph(agent, overrides: dict[str, str] | None = None) -> PETSPolicyGr
         if not any(key == k or (k.endswith(".") and key.startswith(k))
                    for k in EXPORT_OVERRIDE_KEYS):
             raise ConfigError(f"--set {key}: cannot be changed at export time; expected "
-                              "planner.<field>, num_particles, propagation or discount")
+                              "planner.<field>, risk.<field>, num_particles, propagation or "
+                              "discount")
         try:
             config = apply_overrides(config, {key: value})
         except ConfigError as exc:
@@ -172,8 +175,8 @@ def policy_graph(agent, overrides: dict[str, str] | None = None) -> PETSPolicyGr
     spec = agent.action_spec
     graph = PETSPolicyGraph(agent.model, config.planner, num_particles=config.num_particles,
                             propagation=config.propagation, discount=config.discount,
-                            low=spec.low, high=spec.high)
-    return graph.to(agent.model.min_logvar.device)
+                            low=spec.low, high=spec.high, risk=config.risk)
+    return graph.to(_device(agent.model))
 
 
 def export_pets_policy(agent, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
@@ -184,7 +187,7 @@ def export_pets_policy(agent, path: str | os.PathLike, *, opset: int = DEFAULT_O
     require_onnx()
     graph = policy_graph(agent, overrides)
     layout = graph.layout
-    device = agent.model.min_logvar.device
+    device = _device(agent.model)
     feeds = _policy_feeds(graph, np.random.default_rng(seed))
     args = tuple(torch.as_tensor(feeds[n], device=device) for n in graph.input_names)
     spec = agent.action_spec
@@ -194,8 +197,10 @@ def export_pets_policy(agent, path: str | os.PathLike, *, opset: int = DEFAULT_O
         {**{k: list(s) for k, (s, _) in layout.inputs().items()},
          **{k: list(s) for k, (s, _) in layout.outputs().items()}},
         obs_dim=layout.obs_dim, action_dim=layout.action_dim, action_low=float(spec.low),
-        action_high=float(spec.high), model=dataclasses.asdict(agent.model.config),
-        planner=planner, num_particles=layout.num_particles, propagation=layout.propagation,
+        action_high=float(spec.high), family=getattr(agent.model, "family", "") or "pets",
+        model=dataclasses.asdict(agent.model.config),
+        planner=planner, risk=dataclasses.asdict(graph.risk),
+        num_particles=layout.num_particles, propagation=layout.propagation,
         discount=graph.discount, layout=layout.to_dict(), compute_dtype="float32",
         agent_planning_dtype=str(agent.dtype).removeprefix("torch."), source=source or {})
     data = _export_bytes(graph, args, graph.input_names, graph.output_names, None, opset, metadata)
@@ -210,7 +215,7 @@ def export_pets_dynamics(model, path: str | os.PathLike, *, opset: int = DEFAULT
     (:class:`PETSDynamicsGraph`) with a dynamic batch size ``N``."""
     require_onnx()
     graph = PETSDynamicsGraph(model)
-    device = model.min_logvar.device
+    device = _device(model)
     rng = np.random.default_rng(seed)
     D, A, E = model.obs_dim, model.action_dim, model.config.ensemble_size
     stats_mean = model.input_norm.mean.detach().cpu().numpy()
@@ -224,7 +229,8 @@ def export_pets_dynamics(model, path: str | os.PathLike, *, opset: int = DEFAULT
                                     "reward": [E, "N"]}
     metadata = _metadata(
         "pets-dynamics", opset, ["obs", "action"], graph.output_names, shapes, obs_dim=D,
-        action_dim=A, ensemble_size=E, model=dataclasses.asdict(model.config),
+        action_dim=A, ensemble_size=E, family=getattr(model, "family", "") or "pets",
+        stochastic=bool(model.config.stochastic), model=dataclasses.asdict(model.config),
         source=source or {})
     data = _export_bytes(graph, args, ["obs", "action"], graph.output_names,
                          {"obs": {0: batch}, "action": {0: batch}}, opset, metadata)
@@ -237,6 +243,10 @@ def export_pets_dynamics(model, path: str | os.PathLike, *, opset: int = DEFAULT
 
 
 # -- internals ----------------------------------------------------------------------------------
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.buffers()).device
+
+
 def _metadata(kind: str, opset: int, inputs: list[str], outputs: list[str],
               shapes: dict[str, list[Any]], **extra: Any) -> dict[str, Any]:
     from worldflux import __version__

@@ -7,12 +7,15 @@ against.
 :class:`PETSDynamicsGraph` ``(obs [N, D], action [N, A])`` ->
 
 * ``next_obs_mean [E, N, D]``: each member's predicted mean next observation (raw units);
-* ``next_obs_logvar [E, N, D]``: its log-variance (raw units, soft-bounded as in training);
+* ``next_obs_logvar [E, N, D]``: its log-variance (raw units, soft-bounded as in training;
+  only for stochastic members, ``model.stochastic``);
 * ``reward [E, N]``: each member's predicted mean reward (only when the model learns rewards).
 
 :class:`PETSPolicyGraph` is one MPC decision of a CEM, MPPI or iCEM planner over trajectory
 sampling through the ensemble (TS-inf, TS-1 or expectation), unrolled over the planner's fixed
-number of iterations. Every random draw is an input, so the graph is a pure function:
+number of iterations, scoring each sequence by the agent's risk measure of its particle
+returns (``risk``: mean, mean_std, cvar, var, worst, entropic). Every random draw is an input,
+so the graph is a pure function:
 
 * ``obs [D]``: current observation;
 * ``init_mean [H, A]``: warm-start mean (the centre of the action bounds at an episode start,
@@ -21,7 +24,8 @@ number of iterations. Every random draw is an input, so the graph is a pure func
   noise; iteration ``i`` uses its first ``P_i`` rows when the population decays);
 * ``particle_noise [I, H, E, M, O]``: standard normal noise of the sampled transitions, laid
   out as in :meth:`~worldflux.models.pets.PETSModel.particle_returns` (``O = D + 1`` with a
-  learned reward; iteration ``i`` uses its first ``M_i`` columns);
+  learned reward; iteration ``i`` uses its first ``M_i`` columns; absent for deterministic
+  members, ``model.stochastic = false``);
 * ``member_noise [I, H, E * M]`` (TS-1 only): uniform numbers whose ``argsort`` re-draws the
   member of every particle at every step;
 * iCEM only: ``prev_elites [K, H, A]`` (the previous decision's ``next_elites``),
@@ -47,7 +51,7 @@ from torch import Tensor, nn
 from worldflux.core.errors import ConfigError
 from worldflux.models.pets import PETSModel
 from worldflux.nn import soft_bound_logvar
-from worldflux.planners import PlannerConfig
+from worldflux.planners import PlannerConfig, RiskConfig, risk_value
 
 __all__ = ["PETSDynamicsGraph", "PETSPolicyGraph", "PolicyLayout", "policy_layout",
            "EXPORTABLE_PLANNERS"]
@@ -59,8 +63,9 @@ EXPORTABLE_PLANNERS = ("cem", "mppi", "icem")
 class PETSDynamicsGraph(nn.Module):
     """Ensemble one-step prediction of a :class:`PETSModel`, normalisation included.
 
-    ``forward(obs [N, D], action [N, A])`` returns ``(next_obs_mean [E, N, D],
-    next_obs_logvar [E, N, D])`` plus ``reward [E, N]`` when the model learns rewards.
+    ``forward(obs [N, D], action [N, A])`` returns ``next_obs_mean [E, N, D]``, then
+    ``next_obs_logvar [E, N, D]`` for stochastic members and ``reward [E, N]`` when the model
+    learns rewards.
     """
 
     def __init__(self, model: PETSModel) -> None:
@@ -69,7 +74,8 @@ class PETSDynamicsGraph(nn.Module):
 
     @property
     def output_names(self) -> list[str]:
-        names = ["next_obs_mean", "next_obs_logvar"]
+        names = ["next_obs_mean"]
+        names += ["next_obs_logvar"] if self.model.config.stochastic else []
         return names + (["reward"] if self.model.config.learn_reward else [])
 
     def forward(self, obs: Tensor, action: Tensor) -> tuple[Tensor, ...]:
@@ -81,7 +87,9 @@ class PETSDynamicsGraph(nn.Module):
         raw_mean = mean * scale + model.target_norm.mean
         raw_logvar = logvar + 2.0 * torch.log(scale)
         next_mean = raw_mean[..., :D] + obs if model.config.predict_delta else raw_mean[..., :D]
-        outputs = (next_mean, raw_logvar[..., :D])
+        outputs: tuple[Tensor, ...] = (next_mean,)
+        if model.config.stochastic:
+            outputs = outputs + (raw_logvar[..., :D],)
         if model.config.learn_reward:
             outputs = outputs + (raw_mean[..., D],)
         return outputs
@@ -119,6 +127,8 @@ class PolicyLayout:
     """iCEM: elites carried across iterations and decisions (0 otherwise)."""
     noise_beta: float
     """iCEM: coloured-noise exponent of ``noise`` (0 = white)."""
+    stochastic: bool = True
+    """Members sample aleatoric noise (``particle_noise`` is an input); False: mean only."""
 
     @property
     def max_population(self) -> int:
@@ -135,8 +145,9 @@ class PolicyLayout:
             "obs": ((self.obs_dim,), "float32"),
             "init_mean": ((H, A), "float32"),
             "sample_noise": ((It, self.max_population, H, A), "float32"),
-            "particle_noise": ((It, H, E, self.max_columns, self.target_dim), "float32"),
         }
+        if self.stochastic:
+            specs["particle_noise"] = ((It, H, E, self.max_columns, self.target_dim), "float32")
         if self.propagation == "ts1":
             specs["member_noise"] = ((It, H, E * self.max_columns), "float32")
         if self.planner == "icem":
@@ -180,7 +191,8 @@ def policy_layout(model: PETSModel, planner: PlannerConfig, num_particles: int,
     columns = tuple(-(-(n * K) // E) for n in sequences)
     return PolicyLayout(planner.name, model.obs_dim, model.action_dim, planner.horizon, It,
                         populations, sequences, K, E, columns, model.target_dim, propagation,
-                        keep, float(planner.noise_beta) if planner.name == "icem" else 0.0)
+                        keep, float(planner.noise_beta) if planner.name == "icem" else 0.0,
+                        bool(model.config.stochastic))
 
 
 class PETSPolicyGraph(nn.Module):
@@ -196,16 +208,19 @@ class PETSPolicyGraph(nn.Module):
         propagation: ``"ts_inf"``, ``"ts1"`` or ``"expectation"``.
         discount: discount of predicted rewards inside the horizon.
         low, high: action bounds (scalars).
+        risk: how the particle returns of a sequence become its score (the mean by default).
     """
 
     def __init__(self, model: PETSModel, planner: PlannerConfig, *, num_particles: int,
                  propagation: str, discount: float = 1.0, low: float = -1.0,
-                 high: float = 1.0) -> None:
+                 high: float = 1.0, risk: RiskConfig | None = None) -> None:
         super().__init__()
         if not model.config.learn_reward:
             raise ConfigError("model.learn_reward: got false; the exported policy plans with the "
                               "learned reward head (a Python reward function cannot be exported)")
         planner.validate()
+        self.risk = risk or RiskConfig()
+        self.risk.validate()
         self.model = model
         self.planner = planner
         self.discount = float(discount)
@@ -237,9 +252,10 @@ class PETSPolicyGraph(nn.Module):
         return self._cem_or_mppi(x)
 
     # -- objective ------------------------------------------------------------------------------
-    def values(self, obs: Tensor, sequences: Tensor, particle_noise: Tensor,
+    def values(self, obs: Tensor, sequences: Tensor, particle_noise: Tensor | None,
                member_noise: Tensor | None) -> Tensor:
-        """Mean particle return of each sequence ``[N, H, A] -> [N]`` (NaN scored as -inf).
+        """Risk measure of the particle returns of each sequence ``[N, H, A] -> [N]`` (NaN
+        scored as -inf).
 
         ``particle_noise [H, E, M, O]`` and ``member_noise [H, E * M]`` (TS-1) are the draws of
         :meth:`PETSModel.particle_returns`, which this mirrors step by step.
@@ -254,7 +270,7 @@ class PETSPolicyGraph(nn.Module):
         in_std = model.input_norm.std + model.input_norm.eps
         out_mean = model.target_norm.mean
         out_std = model.target_norm.std + model.target_norm.eps
-        min_lv, max_lv = model.min_logvar[0], model.max_logvar[0]
+        stochastic = lay.stochastic
         acts = sequences.unsqueeze(1).expand(N, K, H, A).reshape(R, H, A)
         if pad:
             acts = torch.cat([acts, acts[:pad]], 0)
@@ -274,12 +290,18 @@ class PETSPolicyGraph(nn.Module):
             if lay.propagation == "expectation":
                 inp = inp.reshape(1, E * M, D + A).expand(E, -1, -1)
             out = model.net(inp)
-            mean, logvar = out.chunk(2, -1)
-            if lay.propagation == "expectation":
-                mean = mean.mean(0).reshape(E, M, -1)
-                logvar = logvar.mean(0).reshape(E, M, -1)
-            logvar = soft_bound_logvar(logvar, min_lv, max_lv)
-            sample = (mean + torch.exp(0.5 * logvar) * particle_noise[t, :, :M]) * out_std + out_mean
+            if not stochastic:  # deterministic members: the mean, no aleatoric noise
+                mean = out.mean(0).reshape(E, M, -1) if lay.propagation == "expectation" else out
+                sample = mean * out_std + out_mean
+            else:
+                assert particle_noise is not None
+                mean, logvar = out.chunk(2, -1)
+                if lay.propagation == "expectation":
+                    mean = mean.mean(0).reshape(E, M, -1)
+                    logvar = logvar.mean(0).reshape(E, M, -1)
+                logvar = soft_bound_logvar(logvar, model.min_logvar[0], model.max_logvar[0])
+                noise = particle_noise[t, :, :M]
+                sample = (mean + torch.exp(0.5 * logvar) * noise) * out_std + out_mean
             next_state = state + sample[..., :D] if model.config.predict_delta else sample[..., :D]
             reward = mean[..., D] * out_std[D] + out_mean[D]
             if lay.propagation == "ts1":
@@ -290,7 +312,7 @@ class PETSPolicyGraph(nn.Module):
             scale *= self.discount
             state = next_state
         flat = returns.transpose(0, 1).reshape(-1)[:R]
-        values = flat.reshape(N, K).mean(1)
+        values = risk_value(flat.reshape(N, K), self.risk)
         return torch.where(torch.isnan(values), torch.full_like(values, -torch.inf), values)
 
     # -- planners -------------------------------------------------------------------------------
@@ -310,6 +332,9 @@ class PETSPolicyGraph(nn.Module):
             return centre.expand(self.layout.horizon, -1)
         return torch.cat([solution[1:], centre], 0)
 
+    def _particle_noise(self, x: dict[str, Tensor], i: int) -> Tensor | None:
+        return x["particle_noise"][i] if self.layout.stochastic else None
+
     def _member_noise(self, x: dict[str, Tensor], i: int) -> Tensor | None:
         return x["member_noise"][i] if self.layout.propagation == "ts1" else None
 
@@ -328,7 +353,8 @@ class PETSPolicyGraph(nn.Module):
         for i in range(lay.iterations):
             std_i = self._sampling_std(mean, std) if lay.planner == "cem" else std
             samples = self._clip(mean + std_i * x["sample_noise"][i, :lay.populations[i]])
-            values = self.values(obs, samples, x["particle_noise"][i], self._member_noise(x, i))
+            values = self.values(obs, samples, self._particle_noise(x, i),
+                                 self._member_noise(x, i))
             k = min(cfg.elites, samples.shape[0])
             elite_values, idx = torch.topk(values, k)
             elites = samples[idx]
@@ -368,7 +394,8 @@ class PETSPolicyGraph(nn.Module):
             if i == lay.iterations - 1:
                 parts.append(self._clip(mean).unsqueeze(0))
             samples = torch.cat(parts, 0)
-            values = self.values(obs, samples, x["particle_noise"][i], self._member_noise(x, i))
+            values = self.values(obs, samples, self._particle_noise(x, i),
+                                 self._member_noise(x, i))
             if i == 0:
                 P = lay.populations[0]
                 masked = torch.where(valid, values[P:P + keep],

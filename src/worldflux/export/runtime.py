@@ -111,17 +111,16 @@ def sample_policy_noise(layout: dict[str, Any], rng: np.random.Generator) -> dic
         layout: the ``"layout"`` entry of the export metadata
             (:meth:`worldflux.export.pets.PolicyLayout.to_dict`).
     Returns:
-        ``sample_noise``, ``particle_noise`` and, as the layout needs them, ``member_noise``
+        ``sample_noise`` and, as the layout needs them, ``particle_noise``, ``member_noise``
         (uniform in [0, 1)) and ``tail_noise``, all float32.
     """
     It, H, A = layout["iterations"], layout["horizon"], layout["action_dim"]
     E, T = layout["ensemble_size"], layout["target_dim"]
     P, M = max(layout["populations"]), max(layout["columns"])
     beta = float(layout.get("noise_beta", 0.0))
-    feeds = {
-        "sample_noise": colored_noise(beta, (It * P, H, A), rng).reshape(It, P, H, A),
-        "particle_noise": rng.standard_normal((It, H, E, M, T), dtype=np.float32),
-    }
+    feeds = {"sample_noise": colored_noise(beta, (It * P, H, A), rng).reshape(It, P, H, A)}
+    if layout.get("stochastic", True):
+        feeds["particle_noise"] = rng.standard_normal((It, H, E, M, T), dtype=np.float32)
     if layout["propagation"] == "ts1":
         feeds["member_noise"] = rng.random((It, H, E * M), dtype=np.float32)
     if layout["planner"] == "icem":
@@ -189,7 +188,8 @@ class OnnxDynamics:
     """An exported PETS ensemble one-step model.
 
     ``predict(obs [N, D], action [N, A])`` returns ``{"next_obs_mean": [E, N, D],
-    "next_obs_logvar": [E, N, D], "reward": [E, N]}`` (``reward`` with a learned reward only).
+    "next_obs_logvar": [E, N, D], "reward": [E, N]}`` (``next_obs_logvar`` for stochastic
+    members only, ``reward`` with a learned reward only).
     """
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None) -> None:
