@@ -182,6 +182,12 @@ def test_export_refuses_untrained_and_unsupported_agents(agent, tmp_path):
         export_agent(agent, tmp_path / "x.onnx", what="encoder")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="opset: got 13"):
         export_agent(agent, tmp_path / "x.onnx", opset=13)
+    with_reward_fn = build_agent("pets", agent.obs_spec, agent.action_spec,
+                                 device=torch.device("cpu"))
+    with_reward_fn.trained = True
+    with_reward_fn.set_reward_function(lambda obs, action, next_obs: -next_obs[:, 2] ** 2)
+    with pytest.raises(ConfigError, match="Python reward function"):
+        export_agent(with_reward_fn, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
 
 

@@ -152,6 +152,10 @@ def export_agent(agent, path: str | os.PathLike, *, what: What = "policy",
                               "policy export (--what policy)")
         return export_pets_dynamics(agent.model, path, opset=opset, source=source,
                                     validate=validate)
+    if getattr(agent, "reward_fn", None) is not None:
+        raise ConfigError(f"agent '{name}': plans with a Python reward function "
+                          "(set_reward_function), which cannot be exported; the policy graph "
+                          "plans with the learned reward head (model.learn_reward)")
     return export_pets_policy(agent, path, opset=opset, overrides=overrides, source=source,
                               validate=validate)
 
