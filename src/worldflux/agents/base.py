@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 def _load_builtin_agents() -> None:
     import worldflux.agents.mpc  # noqa: F401
     import worldflux.agents.random_agent  # noqa: F401
+    import worldflux.agents.tdmpc2  # noqa: F401
 
 
 AgentRegistry = Registry("agent", "worldflux.agents", _builtins=_load_builtin_agents)
