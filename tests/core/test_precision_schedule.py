@@ -145,3 +145,10 @@ def test_pets_trains_in_bf16_with_a_cosine_schedule_and_resumes_it():
     assert clone.optimizer.param_groups[0]["lr"] == pytest.approx(
         agent.optimizer.param_groups[0]["lr"])
     assert math.isfinite(out["model/holdout_mse"])
+
+
+def test_deterministic_members_train_through_the_agent():
+    agent = _pendulum_agent(**{"model.stochastic": "false"})
+    out = agent.train_model(_Buffer(n=400))
+    assert out["model/nll_last_epoch"] < out["model/nll_first_epoch"]  # the MSE here
+    assert math.isfinite(out["model/holdout_mse"])
