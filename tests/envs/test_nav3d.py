@@ -375,6 +375,17 @@ def test_vector_env_autoresets_in_the_same_step():
     assert info["steps"].tolist() == [4, 4, 4]
 
 
+def test_batch_autoreset_returns_new_first_observations():
+    batch = Nav3DBatch(3, Nav3DConfig(time_limit=3), autoreset=True)
+    batch.reset(seed=0)
+    for _ in range(3):
+        obs, _, _, truncated, info = batch.step(np.zeros((3, 3)))
+    assert truncated.all() and info["steps"].tolist() == [3, 3, 3]
+    assert batch.steps.tolist() == [0, 0, 0]
+    np.testing.assert_array_equal(obs, batch.observe())
+    assert not np.allclose(obs, info["final_obs"])
+
+
 def test_invalid_options_name_the_field():
     with pytest.raises(ConfigError, match="obstacle_shape"):
         Nav3DConfig(obstacle_shape="cone").validate()

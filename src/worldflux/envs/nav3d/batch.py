@@ -76,6 +76,8 @@ class Nav3DBatch:
             is given a seed; None draws fresh entropy.
         autoreset: when a world's episode ends, ``step`` resets it at once and returns its new
             first observation; ``info["final_obs"]`` holds the observations reached by the step.
+            Without it, a finished world keeps being simulated (flags and counters continue)
+            until ``reset(mask=...)`` restarts it.
     """
 
     def __init__(self, num_envs: int, config: Nav3DConfig | None = None,

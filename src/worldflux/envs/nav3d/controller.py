@@ -5,6 +5,19 @@ and drag (using the *nominal* mass, so mass perturbations are felt), slows down 
 and slides around obstacles: within ``safe_distance`` of an obstacle the approach component of
 the desired velocity is removed and replaced by a sideways (or upward, when head-on) detour
 plus a small push away.
+
+Reference figures (``evaluate_policy``, 1000 episodes, seeds 0-999, default task):
+
+=========================================  =======  ===============  ===========
+policy                                     success  collision rate   mean return
+=========================================  =======  ===============  ===========
+``scripted_action``                        100%     0.0%             13.5
+straight to the goal (no avoidance)        100%     62.9%            9.95
+uniform random actions                     0%       5.5%             1.28
+=========================================  =======  ===============  ===========
+
+The scripted controller keeps 100% success under ``gust_std=6``, ``wind=(4, 0, 0)``,
+``mass_scale=1.5`` and random layouts, and 95% with box obstacles.
 """
 
 from __future__ import annotations

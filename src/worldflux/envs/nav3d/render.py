@@ -11,8 +11,8 @@ body's (orange) then the goal's (green).
 * body: disc drawn last, its radius grows from 1.5 px (floor) to 4 px (ceiling) and its
   colour goes from red to yellow with altitude.
 
-The floor and obstacles are drawn once per layout and cached; a frame then costs a copy and
-three small blends (about 20-40 microseconds at 64 x 64).
+The floor and obstacles are drawn once per layout and cached; a frame then costs a copy, two
+small disc blends and two bars (about 0.07 ms at 64 x 64 on one CPU core).
 """
 
 from __future__ import annotations
