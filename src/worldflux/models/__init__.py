@@ -1,6 +1,23 @@
 """Built-in world-model families (importing this registers them)."""
 
-from worldflux.models.pets import PETSConfig, PETSModel
+from worldflux.models.latent import (
+    LatentConfig,
+    LatentConvModel,
+    LatentMLPModel,
+    LatentModel,
+    LatentVAEModel,
+)
+from worldflux.models.pets import (
+    DeterministicEnsembleModel,
+    GaussianMLPModel,
+    MLPDynamicsModel,
+    PETSConfig,
+    PETSModel,
+)
 from worldflux.models.tdmpc2 import TDMPC2Config, TDMPC2Model  # noqa: F401
 
-__all__ = ["PETSConfig", "PETSModel"]
+__all__ = [
+    "DeterministicEnsembleModel", "GaussianMLPModel", "LatentConfig", "LatentConvModel",
+    "LatentMLPModel", "LatentModel", "LatentVAEModel", "MLPDynamicsModel", "PETSConfig",
+    "PETSModel",
+]

@@ -1,0 +1,155 @@
+"""Configuration of the latent (autoencoder) world models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from worldflux.core.errors import ConfigError
+
+
+@dataclass
+class LatentConfig:
+    """Encoder -> latent dynamics (+ reward head) -> decoder, planned in the latent space."""
+
+    encoder: Literal["mlp", "conv"] = "mlp"
+    """``mlp`` for flat state vectors ``(D,)``; ``conv`` for images ``(C, H, W)`` with ``H`` and
+    ``W`` multiples of 16 (uint8, e.g. ``(3, 64, 64)``)."""
+    latent_size: int = 16
+    """Width ``Z`` of the latent vector."""
+    variational: bool = False
+    """VAE posterior ``N(mu, sigma)`` with a KL term to ``N(0, I)`` (free bits); False: a plain
+    autoencoder (the latent is the encoder output)."""
+    kl_scale: float = 1.0
+    """Weight of the KL term (beta) when ``variational``."""
+    free_bits: float = 0.1
+    """Nats per latent dimension below which the batch-mean KL is not penalised."""
+    hidden_size: int = 256
+    """Width of the MLP encoder/decoder hidden layers."""
+    num_layers: int = 2
+    """Hidden layers of the MLP encoder and of the MLP decoder (each: Linear, LayerNorm, SiLU)."""
+    conv_depth: int = 32
+    """Channels of the first conv stage; the 4 stride-2 stages have ``d, 2d, 4d, 8d``."""
+    ensemble_size: int = 1
+    """Members of the latent dynamics ensemble (each trained on its own bootstrap sample)."""
+    stochastic: bool = False
+    """Gaussian latent dynamics (mean and log-variance, NLL) instead of deterministic (MSE)."""
+    dynamics_hidden_size: int = 200
+    """Width of the latent dynamics MLPs."""
+    dynamics_num_layers: int = 3
+    """Hidden layers of the latent dynamics MLPs."""
+    reward_hidden_size: int = 128
+    """Width of the reward head on ``(latent, action, next latent)``."""
+    reward_num_layers: int = 2
+    """Hidden layers of the reward head."""
+    activation: str = "silu"
+    """Hidden activation of the dynamics and reward MLPs."""
+    learn_reward: bool = True
+    """Train the reward head (else planning needs a reward function on decoded observations)."""
+    training: Literal["joint", "two_stage"] = "two_stage"
+    """``two_stage``: the autoencoder learns from its own loss only (reconstruction, + KL); the
+    dynamics and reward head learn on detached latents (call ``autoencoder_loss`` first for a
+    separate first stage). ``joint``: reconstruction + latent dynamics (encoded next latent as
+    stop-gradient target, plus reconstruction of the predicted next observation) + reward, the
+    encoder also learning from the dynamics terms (see ``representation_scale``). On random
+    Pendulum-v1 data two_stage gave the better open-loop predictions."""
+    representation_scale: float = 0.01
+    """Joint training: scale of the gradient that the dynamics, predicted-reconstruction and
+    reward terms send into the encoder through the current latent (1 passes it unscaled; 0.1
+    made state-AE training oscillate on Pendulum-v1 since latent changes are small next to
+    latents)."""
+    recon_scale: float = 1.0
+    """Weight of the reconstruction term (sum over observation features, mean over rows)."""
+    dynamics_scale: float = 1.0
+    """Weight of the latent dynamics term (sum over latent features, summed over members)."""
+    predicted_recon_scale: float = 1.0
+    """Weight of the reconstruction of the predicted next observation (joint training only)."""
+    reward_scale: float = 1.0
+    """Weight of the reward term (squared error of the normalised reward)."""
+    latent_momentum: float = 0.02
+    """Momentum of the running latent and latent-change statistics that normalise the dynamics'
+    inputs and targets (set exactly by ``fit_normalizers``)."""
+    min_logvar_init: float = -10.0
+    """Initial lower soft bound on the dynamics log-variance (stochastic dynamics)."""
+    max_logvar_init: float = 0.5
+    """Initial upper soft bound on the dynamics log-variance (stochastic dynamics)."""
+    logvar_bound_coef: float = 0.01
+    """Weight of ``sum(max_logvar) - sum(min_logvar)`` in the loss (stochastic dynamics)."""
+    learning_rate: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    propagation: Literal["ts_inf", "ts1", "expectation"] = "ts_inf"
+    """Particle propagation over dynamics members (as PETS)."""
+
+    def validate(self, obs_spec=None, action_spec=None) -> None:
+        positive = {"latent_size": self.latent_size, "hidden_size": self.hidden_size,
+                    "num_layers": self.num_layers, "conv_depth": self.conv_depth,
+                    "ensemble_size": self.ensemble_size,
+                    "dynamics_hidden_size": self.dynamics_hidden_size,
+                    "dynamics_num_layers": self.dynamics_num_layers,
+                    "reward_hidden_size": self.reward_hidden_size,
+                    "reward_num_layers": self.reward_num_layers}
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{name}: got {value}, expected >= 1")
+        if self.encoder not in ("mlp", "conv"):
+            raise ConfigError(f"encoder: got {self.encoder!r}, expected 'mlp' or 'conv'")
+        if self.training not in ("joint", "two_stage"):
+            raise ConfigError(f"training: got {self.training!r}, expected 'joint' or 'two_stage'")
+        if not 0 < self.latent_momentum <= 1:
+            raise ConfigError(f"latent_momentum: got {self.latent_momentum}, expected in (0, 1]")
+        if self.free_bits < 0 or self.kl_scale < 0:
+            raise ConfigError(f"free_bits/kl_scale: got {self.free_bits}/{self.kl_scale}, "
+                              "expected >= 0")
+        if not self.min_logvar_init < self.max_logvar_init:
+            raise ConfigError(
+                f"min_logvar_init/max_logvar_init: got {self.min_logvar_init}/"
+                f"{self.max_logvar_init}, expected min < max"
+            )
+        if obs_spec is None:
+            return
+        shape = tuple(obs_spec.shape)
+        if self.encoder == "mlp" and len(shape) != 1:
+            raise ConfigError(f"encoder 'mlp': got obs_shape {shape}, expected a flat vector (D,); "
+                              "use encoder='conv' (family latent-conv) for images")
+        if self.encoder == "conv" and (len(shape) != 3 or shape[1] % 16 or shape[2] % 16):
+            raise ConfigError(f"encoder 'conv': got obs_shape {shape}, expected images (C, H, W) "
+                              "with H and W multiples of 16 such as (3, 64, 64)")
+
+
+@dataclass
+class LatentMLPConfig(LatentConfig):
+    """State autoencoder + deterministic latent dynamics (family ``latent-mlp``)."""
+
+    encoder: Literal["mlp", "conv"] = "mlp"
+    """MLP encoder/decoder for state vectors."""
+    variational: bool = False
+    """A plain autoencoder."""
+
+
+@dataclass
+class LatentVAEConfig(LatentConfig):
+    """State VAE + Gaussian latent dynamics (family ``latent-vae``)."""
+
+    encoder: Literal["mlp", "conv"] = "mlp"
+    """MLP encoder/decoder for state vectors."""
+    variational: bool = True
+    """VAE posterior with KL to ``N(0, I)`` and free bits."""
+    stochastic: bool = True
+    """Gaussian latent dynamics trained by negative log-likelihood."""
+
+
+@dataclass
+class LatentConvConfig(LatentConfig):
+    """Pixel autoencoder (DreamerV3-like 4-stage conv) + deterministic latent dynamics
+    (family ``latent-conv``)."""
+
+    encoder: Literal["mlp", "conv"] = "conv"
+    """Convolutional encoder/decoder for uint8 images such as ``(3, 64, 64)``."""
+    latent_size: int = 32
+    """Latent width."""
+    dynamics_hidden_size: int = 200
+    """Width of the latent dynamics MLPs."""
+    dynamics_num_layers: int = 2
+    """Two hidden layers keep a CEM decision of 5 x 300 sequences x 15 steps fast on a CPU."""

@@ -1,0 +1,621 @@
+"""Latent world models: encoder -> latent dynamics (+ reward head) -> decoder.
+
+Observations are encoded once (state vectors standardised by a :class:`Normalizer`; uint8
+images mapped to ``[-0.5, 0.5]``); an ensemble of MLPs predicts the change of the latent for an
+action and a reward head scores ``(latent, action, next latent)``, so planning runs entirely in
+the latent space. The decoder maps latents back to observations (reconstruction loss, imagined
+observations). Latent inputs and latent changes are centred and scaled by one standard
+deviation shared by all latent features (running statistics in buffers, momentum
+``config.latent_momentum``, because the encoder moves during training).
+
+The model implements the one-step model protocol of :class:`~worldflux.models.pets.PETSModel`
+(``fit_normalizers``, ``transition_loss``, ``evaluation_mse``, ``particle_returns``,
+``imagine``, ``predict_uncertainty``) with observations of any supported shape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from worldflux.core.errors import ConfigError
+from worldflux.core.model import WorldModel
+from worldflux.core.spec import ActionSpec, IOContract, ObservationSpec, standard_batch_keys
+from worldflux.core.types import Batch, LossOutput, ModelOutput, State
+from worldflux.models.latent.config import LatentConfig
+from worldflux.models.latent.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from worldflux.nn import EnsembleMLP, Normalizer, gaussian_nll, soft_bound_logvar
+
+RewardFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""Known reward on decoded observations ``(obs [N, *obs], action [N, A], next_obs) -> [N]``."""
+
+MIN_POSTERIOR_STD = 1e-3
+"""Lower bound of the VAE posterior standard deviation."""
+CHUNK = 512
+"""Rows per encoder/decoder call when encoding or decoding many observations without gradients."""
+
+
+class LatentModel(WorldModel):
+    """Autoencoder (or VAE) latent world model; see :class:`LatentConfig`.
+
+    State keys: ``"latent" [B, Z]``, ``"reward" [B]`` (predicted reward of the transition into
+    the state; 0 after ``encode``), ``"member" [B]`` (int64 dynamics member of each row).
+    """
+
+    config_class: ClassVar[type[LatentConfig]] = LatentConfig
+
+    def __init__(self, config: LatentConfig, obs_spec: ObservationSpec, action_spec: ActionSpec):
+        super().__init__(config, obs_spec, action_spec)
+        config.validate(obs_spec, action_spec)
+        Z, A, E = config.latent_size, action_spec.dim, config.ensemble_size
+        self.latent_size, self.action_dim = Z, A
+        self.image = config.encoder == "conv"
+        posterior = 2 * Z if config.variational else Z
+        if self.image:
+            shape = tuple(obs_spec.shape)
+            self.encoder = ConvEncoder(shape, posterior, config.conv_depth)
+            self.decoder = ConvDecoder(Z, shape, config.conv_depth)
+        else:
+            D = obs_spec.shape[0]
+            self.encoder = MLPEncoder(D, posterior, config.hidden_size, config.num_layers)
+            self.decoder = MLPDecoder(Z, D, config.hidden_size, config.num_layers)
+            self.obs_norm = Normalizer(D)
+        outputs = 2 * Z if config.stochastic else Z
+        self.dynamics = EnsembleMLP(E, Z + A, outputs, config.dynamics_hidden_size,
+                                    config.dynamics_num_layers, config.activation)
+        if config.stochastic:
+            self.min_logvar = nn.Parameter(torch.full((1, 1, Z), config.min_logvar_init))
+            self.max_logvar = nn.Parameter(torch.full((1, 1, Z), config.max_logvar_init))
+        if config.learn_reward:
+            self.reward_head = EnsembleMLP(1, 2 * Z + A, 1, config.reward_hidden_size,
+                                           config.reward_num_layers, config.activation)
+        self.reward_norm = Normalizer(1)
+        self.latent_norm = Normalizer(Z, min_std=1e-4)
+        self.delta_norm = Normalizer(Z, min_std=1e-4)
+        self.register_buffer("stats_ready", torch.zeros(1))
+
+    # -- contract ---------------------------------------------------------------------------
+    def io_contract(self) -> IOContract:
+        return IOContract(self.obs_spec, self.action_spec, standard_batch_keys(),
+                          state_keys=("latent", "reward", "member"),
+                          predictions=("obs", "reward"), min_sequence_length=2)
+
+    def initial_state(self, batch_size: int) -> State:
+        device = self.latent_norm.mean.device
+        return self._state(torch.zeros(batch_size, self.latent_size, device=device))
+
+    def encode(self, obs: Tensor) -> State:
+        """Posterior mean of ``obs [B, *obs]`` as the state's latent."""
+        return self._state(self.encode_latent(obs))
+
+    def transition(self, state: State, action: Tensor, *, deterministic: bool = False,
+                   generator: torch.Generator | None = None) -> State:
+        """One latent step ``[B, Z] -> [B, Z]``; each row uses its ``member``."""
+        z, member = state["latent"], state["member"]
+        E = self.config.ensemble_size
+        if self.config.propagation == "ts1" and not deterministic:
+            member = torch.randint(E, member.shape, generator=generator, device=member.device)
+        action = action.float()
+        mean, logvar = self._dynamics(z.expand(E, -1, -1), action.expand(E, -1, -1))
+        if self.config.propagation == "expectation" or deterministic:
+            mean = mean.mean(0)
+            logvar = None if logvar is None else logvar.mean(0)
+        else:
+            rows = torch.arange(z.shape[0], device=z.device)
+            mean = mean[member, rows]
+            logvar = None if logvar is None else logvar[member, rows]
+        sample = mean
+        if logvar is not None and not deterministic:
+            sample = mean + torch.exp(0.5 * logvar) * torch.randn(
+                mean.shape, generator=generator, device=mean.device)
+        next_z = z + self.delta_norm.denormalize(sample)
+        reward = self._reward(z, action, next_z) if self.config.learn_reward \
+            else torch.zeros_like(z[:, 0])
+        return State({"latent": next_z, "reward": reward, "member": member},
+                     {"family": self.family})
+
+    def decode(self, state: State) -> ModelOutput:
+        return ModelOutput({"obs": self.decode_latent(state["latent"]),
+                            "reward": state["reward"]}, state)
+
+    def loss(self, batch: Batch, *, generator: torch.Generator | None = None) -> LossOutput:
+        """:meth:`transition_loss` on bootstrapped pairs ``t -> t+1`` of a sequence batch."""
+        obs, next_obs = batch["obs"][:, :-1], batch["obs"][:, 1:]
+        actions, rewards = batch["actions"][:, 1:], batch["rewards"][:, 1:]
+        valid = ~batch["is_first"][:, 1:].bool()
+        obs, next_obs, actions, rewards = obs[valid], next_obs[valid], actions[valid], rewards[valid]
+        n = obs.shape[0]
+        if n == 0:
+            zero = sum(p.sum() for p in self.parameters()) * 0
+            return LossOutput(zero, {"recon": zero}, {"transitions": 0.0})
+        E = self.config.ensemble_size
+        idx = torch.randint(n, (E, n), generator=generator, device=obs.device)  # bootstrap
+        return self.transition_loss(obs[idx], actions[idx], rewards[idx], next_obs[idx])
+
+    # -- encoder / decoder ------------------------------------------------------------------
+    def obs_input(self, obs: Tensor) -> Tensor:
+        """Observations -> network space: standardised states, or images in ``[-0.5, 0.5]``
+        (uint8, or float on the same 0..255 scale)."""
+        if self.image:
+            return obs.float() / 255.0 - 0.5
+        return self.obs_norm.normalize(obs.float())
+
+    def obs_output(self, x: Tensor) -> Tensor:
+        """Network space -> observation units (images: float in ``[0, 255]``)."""
+        if self.image:
+            return ((x + 0.5) * 255.0).clamp(0.0, 255.0)
+        return self.obs_norm.denormalize(x)
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Network-space observations ``[N, *obs]`` -> latent mean ``[N, Z]`` and std (VAE) or
+        ``None`` (plain autoencoder)."""
+        out = self.encoder(x).float()
+        if not self.config.variational:
+            return out, None
+        mean, raw = out.chunk(2, -1)
+        return mean, F.softplus(raw) + MIN_POSTERIOR_STD
+
+    def encode_latent(self, obs: Tensor) -> Tensor:
+        """Posterior means ``[N, Z]`` of observations ``[N, *obs]`` (chunked without gradients)."""
+        if torch.is_grad_enabled() or obs.shape[0] <= CHUNK:
+            return self.posterior(self.obs_input(obs))[0]
+        return torch.cat([self.posterior(self.obs_input(part))[0]
+                          for part in obs.split(CHUNK)])
+
+    def decode_latent(self, z: Tensor) -> Tensor:
+        """Latents ``[N, Z]`` -> observations ``[N, *obs]`` in observation units."""
+        if torch.is_grad_enabled() or z.shape[0] <= CHUNK:
+            return self.obs_output(self.decoder(z))
+        return torch.cat([self.obs_output(self.decoder(part)) for part in z.split(CHUNK)])
+
+    def autoencoder_loss(self, obs: Tensor) -> LossOutput:
+        """Reconstruction (+ KL) of ``obs [N, *obs]`` alone: a first stage before dynamics."""
+        x = self.obs_input(obs)
+        recon, kl, z = self._autoencode(x)
+        loss = self.config.recon_scale * recon + kl
+        metrics = {"loss": float(loss.detach()), "recon": float(recon.detach()),
+                   "recon_mse": float(recon.detach()) / self._features}
+        if self.config.variational:
+            metrics["kl"] = float(kl.detach())
+        return LossOutput(loss, {"recon": self.config.recon_scale * recon, "kl": kl}, metrics)
+
+    # -- one-step model protocol --------------------------------------------------------------
+    @torch.no_grad()
+    def fit_normalizers(self, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor) -> None:
+        """Set observation and reward statistics from transitions ``[N, ...]``, then the latent
+        statistics from the current encoder on (up to 4096 of) them."""
+        if not self.image:
+            self.obs_norm.fit(torch.cat([obs, next_obs]).float())
+        self.reward_norm.fit(reward.reshape(-1, 1).float())
+        n = obs.shape[0]
+        rows = torch.randperm(n, device=obs.device)[:4096] if n > 4096 else slice(None)
+        was_training = self.training
+        self.eval()
+        z, z_next = self.encode_latent(obs[rows]), self.encode_latent(next_obs[rows])
+        self.train(was_training)
+        _fit_isotropic(self.latent_norm, z)
+        _fit_isotropic(self.delta_norm, z_next - z)
+        self.stats_ready.fill_(1.0)
+
+    def transition_loss(self, obs: Tensor, action: Tensor, reward: Tensor,
+                        next_obs: Tensor) -> LossOutput:
+        """Loss of per-member batches ``obs [E, N, *obs]``, ``action [E, N, A]``, ``reward [E, N]``.
+
+        Terms (sums over features, means over rows): reconstruction of ``obs`` and ``next_obs``
+        (+ KL with free bits for a VAE); latent dynamics, MSE or Gaussian NLL of the encoded
+        next latent (stop-gradient target) in standardised latent-change units, summed over
+        members; in joint training the reconstruction of the predicted next observation; the
+        reward head's squared error. Metrics: ``loss``, ``recon_mse``, ``mse_normalized``,
+        ``mse_member_i`` (and ``nll``, ``nll_member_i`` for Gaussian dynamics), ``reward_mse``.
+        """
+        cfg = self.config
+        E, N = obs.shape[:2]
+        joint = cfg.training == "joint"
+        x = self.obs_input(torch.cat([obs, next_obs], 1).reshape(E * 2 * N, *obs.shape[2:]))
+        recon, kl, z = self._autoencode(x)
+        z = z.view(E, 2 * N, -1)
+        z_t, z_next = z[:, :N], z[:, N:]
+        source = _scale_gradient(z_t, cfg.representation_scale) if joint else z_t.detach()
+        target = z_next.detach()
+        loss_scale = self._statistics(source.detach(), target - source.detach())
+        action = action.float()
+        mean, logvar = self._dynamics(source, action)
+        scale = self.delta_norm.std + self.delta_norm.eps
+        predicted = source + mean * scale + self.delta_norm.mean  # next latent [E, N, Z]
+        # Errors in units of this batch's latent-change scale: the loss stays a relative error
+        # while the encoder (and so the latent scale) moves; targets carry no batch noise.
+        err = (predicted - target) / loss_scale
+        per_dim = err.detach().pow(2).mean(1)  # [E, Z]
+        mse_member = per_dim.mean(1)
+        components = {"recon": cfg.recon_scale * recon}
+        metrics: dict[str, float] = {"recon_mse": float(recon.detach()) / self._features,
+                                     "mse_normalized": float(mse_member.mean())}
+        if cfg.variational:
+            components["kl"] = kl
+            metrics["kl"] = float(kl.detach())
+        if logvar is None:
+            dyn = err.pow(2).sum(-1).mean(1)  # [E]
+            components["dynamics"] = cfg.dynamics_scale * dyn.sum()
+        else:
+            logvar = logvar + 2 * torch.log(scale / loss_scale)  # in loss_scale units
+            nll = gaussian_nll(err, logvar, torch.zeros_like(err)).sum(-1).mean(1)  # [E]
+            components["dynamics"] = cfg.dynamics_scale * nll.sum()
+            components["logvar_bound"] = cfg.logvar_bound_coef * (
+                self.max_logvar.sum() - self.min_logvar.sum())
+            metrics["nll"] = float(nll.detach().mean()) / self.latent_size
+            metrics.update({f"nll_member_{i}": float(v) / self.latent_size
+                            for i, v in enumerate(nll.detach())})
+        metrics.update({f"mse_member_{i}": float(v) for i, v in enumerate(mse_member)})
+        if joint and cfg.predicted_recon_scale > 0:
+            decoded = self.decoder(predicted.reshape(E * N, -1))
+            truth = x.view(E, 2 * N, *x.shape[1:])[:, N:].reshape(decoded.shape)
+            pred_recon = (decoded - truth).pow(2).flatten(1).sum(1).mean()
+            components["predicted_recon"] = cfg.predicted_recon_scale * pred_recon
+            metrics["predicted_recon_mse"] = float(pred_recon.detach()) / self._features
+        if cfg.learn_reward:
+            reward_in = z_next if joint else target
+            predicted_reward = self._reward_normalized(source, action, reward_in)
+            reward_err = (predicted_reward - self.reward_norm.normalize(
+                reward.float().unsqueeze(-1)).squeeze(-1)).pow(2).mean()
+            components["reward"] = cfg.reward_scale * reward_err
+            metrics["reward_mse"] = float(reward_err.detach())
+        loss = sum(components.values())
+        metrics["loss"] = float(loss.detach())
+        return LossOutput(loss, components, metrics)
+
+    @torch.no_grad()
+    def evaluation_mse(self, obs: Tensor, action: Tensor, reward: Tensor,
+                       next_obs: Tensor) -> Tensor:
+        """Per-member held-out error ``[E]``: squared error of the decoded predicted next
+        observation (network space, standardised for states) averaged over its features
+        together with the standardised reward error as one more feature."""
+        E = self.config.ensemble_size
+        z = self.encode_latent(obs)
+        action = action.float()
+        mean, _ = self._dynamics(z.expand(E, -1, -1), action.expand(E, -1, -1))
+        next_z = z + self.delta_norm.denormalize(mean)  # [E, N, Z]
+        decoded = torch.cat([self.decoder(part) for part in next_z.reshape(-1, self.latent_size)
+                             .split(CHUNK)]).view(E, obs.shape[0], -1)
+        truth = self.obs_input(next_obs).reshape(1, obs.shape[0], -1)
+        err = (decoded - truth).pow(2).sum(-1)  # [E, N]
+        features = self._features
+        if self.config.learn_reward:
+            predicted = self._reward_normalized(z.expand(E, -1, -1), action.expand(E, -1, -1),
+                                                next_z)
+            target = self.reward_norm.normalize(reward.float().reshape(-1, 1)).reshape(1, -1)
+            err = err + (predicted - target).pow(2)
+            features += 1
+        return err.mean(1) / features
+
+    @torch.no_grad()
+    def particle_returns(self, obs: Tensor, action_sequences: Tensor, num_particles: int, *,
+                         propagation: str | None = None, dtype: torch.dtype = torch.float32,
+                         reward_fn: RewardFn | None = None, discount: float = 1.0,
+                         generator: torch.Generator | None = None) -> Tensor:
+        """Returns of ``num_particles`` latent rollouts per sequence (the observation is encoded
+        once; dynamics and reward head run in ``dtype``, accumulation in float32).
+
+        Args:
+            obs: current observation ``[*obs]``.
+            action_sequences: ``[N, H, A]``.
+            num_particles: ``K`` rollouts per sequence.
+            propagation: ``"ts_inf"``, ``"ts1"`` or ``"expectation"`` (default from config).
+            reward_fn: known reward on decoded observations instead of the reward head.
+        Returns:
+            ``[N, K]`` discounted sums of predicted rewards.
+        """
+        propagation = propagation or self.config.propagation
+        if reward_fn is None and not self.config.learn_reward:
+            raise ConfigError("reward_fn: got None with learn_reward false; pass a reward "
+                              "function on decoded observations")
+        N, H, A = action_sequences.shape
+        E, Z, K = self.config.ensemble_size, self.latent_size, num_particles
+        R = N * K
+        M = -(-R // E)  # rows per member, padded
+        pad = M * E - R
+        z0 = self.encode_latent(obs.unsqueeze(0))[0]
+        weights = self.dynamics.fast_weights(dtype)
+        reward_weights = self.reward_head.fast_weights(dtype) if reward_fn is None else None
+        lat_mean, lat_std = self.latent_norm.mean, self.latent_norm.std + self.latent_norm.eps
+        d_mean, d_std = self.delta_norm.mean, self.delta_norm.std + self.delta_norm.eps
+        r_mean, r_std = self.reward_norm.mean, self.reward_norm.std + self.reward_norm.eps
+        stochastic = self.config.stochastic
+        min_lv, max_lv = (self.min_logvar[0], self.max_logvar[0]) if stochastic else (None, None)
+        # Row r = n * K + k; under TS-inf row r stays on member r % E: layout [E, M].
+        acts = action_sequences.unsqueeze(1).expand(N, K, H, A).reshape(R, H, A)
+        if pad:
+            acts = torch.cat([acts, acts[:pad]], 0)
+        acts = acts.view(M, E, H, A).permute(2, 1, 0, 3).contiguous().float()  # [H, E, M, A]
+        state = z0.reshape(1, 1, Z).expand(E, M, Z).contiguous()
+        returns = torch.zeros(E, M, device=obs.device)
+        scale = 1.0
+        for t in range(H):
+            action = acts[t]
+            if propagation == "ts1":
+                perm = torch.randperm(E * M, generator=generator, device=obs.device)
+                state = state.reshape(E * M, Z)[perm].view(E, M, Z)
+                action = action.reshape(E * M, A)[perm].view(E, M, A)
+            normed = (state - lat_mean) / lat_std
+            x = torch.cat([normed, action], -1)
+            if propagation == "expectation":
+                x = x.reshape(1, E * M, Z + A).expand(E, -1, -1)
+            out = self.dynamics.forward_with(weights, x).float()
+            if not stochastic:
+                sample = out.mean(0).view(E, M, Z) if propagation == "expectation" else out
+            else:
+                mean, logvar = out.chunk(2, -1)
+                if propagation == "expectation":
+                    mean, logvar = mean.mean(0).view(E, M, Z), logvar.mean(0).view(E, M, Z)
+                logvar = soft_bound_logvar(logvar, min_lv, max_lv)
+                noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+                sample = mean + torch.exp(0.5 * logvar) * noise
+            next_state = state + sample * d_std + d_mean
+            if reward_fn is not None:
+                reward = reward_fn(self.decode_latent(state.reshape(-1, Z)),
+                                   action.reshape(-1, A),
+                                   self.decode_latent(next_state.reshape(-1, Z))).view(E, M)
+            else:
+                head_in = torch.cat([normed, action, (next_state - lat_mean) / lat_std], -1)
+                head_out = self.reward_head.forward_with(reward_weights,
+                                                         head_in.reshape(1, E * M, -1))
+                reward = head_out.float().view(E, M) * r_std[0] + r_mean[0]
+            if propagation == "ts1":
+                inverse = torch.empty_like(perm)
+                inverse[perm] = torch.arange(perm.numel(), device=perm.device)
+                next_state = next_state.reshape(E * M, Z)[inverse].view(E, M, Z)
+                reward = reward.reshape(E * M)[inverse].view(E, M)
+            returns += scale * reward
+            scale *= discount
+            state = next_state
+        flat = returns.transpose(0, 1).reshape(-1)[:R]  # back to row order r = n * K + k
+        return flat.view(N, K)
+
+    @torch.no_grad()
+    def imagine(self, obs: Tensor, actions: Tensor, num_samples: int, *,
+                generator: torch.Generator | None = None) -> Tensor:
+        """Decoded observations of ``num_samples`` open-loop latent rollouts.
+
+        Sample ``k`` stays on dynamics member ``k % E`` (TS-inf), with Gaussian noise each step
+        when the dynamics are stochastic.
+
+        Args:
+            obs: first observations ``[B, *obs]``.
+            actions: ``[B, T, A]``.
+            num_samples: ``K``.
+        Returns:
+            ``[K, B, T + 1, *obs]`` in observation units (images: float in ``[0, 255]``);
+            index ``t = 0`` is the reconstruction of ``obs``.
+        """
+        actions = self.action_spec.to_tensor(actions, "actions").float()
+        B, T, A = actions.shape
+        E, Z, K = self.config.ensemble_size, self.latent_size, int(num_samples)
+        if K < 1:
+            raise ConfigError(f"num_samples: got {num_samples}, expected >= 1")
+        J = -(-K // E)  # samples per member; sample k = j * E + e runs on member e
+        z = self.encode_latent(obs)
+        state = z.reshape(1, 1, B, Z).expand(E, J, B, Z).reshape(E, J * B, Z)
+        steps = [state]
+        for t in range(T):
+            action = actions[:, t].reshape(1, 1, B, A).expand(E, J, B, A).reshape(E, J * B, A)
+            mean, logvar = self._dynamics(state, action)
+            if logvar is not None:
+                mean = mean + torch.exp(0.5 * logvar) * torch.randn(
+                    mean.shape, generator=generator, device=mean.device)
+            state = state + self.delta_norm.denormalize(mean)
+            steps.append(state)
+        latents = torch.stack(steps, 1)  # [E, T + 1, J * B, Z]
+        decoded = self.decode_latent(latents.reshape(-1, Z))
+        shape = tuple(self.obs_spec.shape)
+        decoded = decoded.view(E, T + 1, J, B, *shape)
+        order = (2, 0, 3, 1, *range(4, 4 + len(shape)))
+        return decoded.permute(order).reshape(J * E, B, T + 1, *shape)[:K]
+
+    @torch.no_grad()
+    def predict_uncertainty(self, obs: Tensor, action: Tensor) -> dict[str, Tensor]:
+        """One-step predictive mean and variances of the latent change ``z' - z``.
+
+        Args:
+            obs: ``[N, *obs]``; action: ``[N, A]``.
+        Returns:
+            ``{"mean", "aleatoric", "epistemic"}``, each ``[N, Z]`` in latent units: the
+            ensemble mean, the mean of the members' variances (zeros for deterministic
+            dynamics) and the variance of the members' means (zeros for one member).
+        """
+        E = self.config.ensemble_size
+        z = self.encode_latent(obs)
+        action = self.action_spec.to_tensor(action, "action").float()
+        mean, logvar = self._dynamics(z.expand(E, -1, -1), action.expand(E, -1, -1))
+        scale = self.delta_norm.std + self.delta_norm.eps
+        means = mean * scale + self.delta_norm.mean
+        aleatoric = torch.zeros_like(means[0]) if logvar is None \
+            else (torch.exp(logvar) * scale.pow(2)).mean(0)
+        return {"mean": means.mean(0), "aleatoric": aleatoric,
+                "epistemic": means.var(0, unbiased=False)}
+
+    # -- quality gates (``worldflux verify``) ---------------------------------------------------
+    @classmethod
+    def smoke_specs(cls) -> tuple[ObservationSpec, ActionSpec]:
+        """Pendulum-v1 ``(3,)`` with 1 action for state encoders; 64x64 RGB with 2 actions for
+        the conv encoder."""
+        if cls.config_class().encoder == "conv":
+            return ObservationSpec((3, 64, 64), "uint8"), ActionSpec(2)
+        return ObservationSpec((3,)), ActionSpec(1)
+
+    @classmethod
+    def smoke_task(cls, seed: int, quick: bool = True):
+        """State encoders: fit random-action Pendulum-v1 transitions (quick: 400 transitions,
+        300 steps; full: 2000, 1500) and pass when the held-out MSE of the decoded one-step
+        prediction is below 20% of that of predicting no change. Conv encoder: train on
+        64x64 images of a linear-Gaussian system (quick: 40 steps, full: 150) and pass when
+        the held-out loss falls by 30%."""
+        if cls.config_class().encoder == "conv":
+            return cls._pixel_smoke_task(seed, quick)
+        from worldflux.quality.smoke import SmokeResult, random_env_transitions
+
+        transitions, steps = (400, 300) if quick else (2000, 1500)
+        threshold = 0.2
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            data = random_env_transitions("Pendulum-v1", transitions, seed=int(seed))
+            obs, act, rew, nxt = data["obs"], data["actions"], data["rewards"], data["next_obs"]
+            perm = torch.randperm(obs.shape[0])
+            hold, train = perm[: obs.shape[0] // 5], perm[obs.shape[0] // 5:]
+            config = cls.config_class(hidden_size=64, dynamics_hidden_size=64,
+                                      dynamics_num_layers=2, reward_hidden_size=32)
+            model = cls(config, ObservationSpec((obs.shape[1],)), ActionSpec(act.shape[1]))
+            model.fit_normalizers(obs[train], act[train], rew[train], nxt[train])
+            optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+            for _ in range(steps):
+                idx = train[torch.randint(train.numel(), (config.ensemble_size, 64))]
+                out = model.transition_loss(obs[idx], act[idx], rew[idx], nxt[idx])
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
+            model.eval()
+            with torch.no_grad():
+                state = model.transition(model.encode(obs[hold]), act[hold], deterministic=True)
+                predicted = model.decode(state).preds["obs"]
+                mse = float((predicted - nxt[hold]).pow(2).mean())
+                baseline = float((obs[hold] - nxt[hold]).pow(2).mean())
+        ratio = mse / max(baseline, 1e-12)
+        passed = bool(math.isfinite(ratio) and ratio < threshold)
+        return SmokeResult(passed, ratio, threshold,
+                           f"Pendulum-v1 decoded one-step prediction after {steps} steps: "
+                           f"held-out MSE {mse:.3g} vs no-change {baseline:.3g}; ratio must "
+                           f"be < {threshold}")
+
+    @classmethod
+    def _pixel_smoke_task(cls, seed: int, quick: bool):
+        from worldflux.quality.smoke import (
+            GENERIC_DROP,
+            LinearGaussianSystem,
+            SmokeResult,
+            held_out_loss,
+            relative_decrease,
+        )
+
+        steps = 40 if quick else 150
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            obs_spec, action_spec = cls.smoke_specs()
+            config = cls.config_class(conv_depth=8, latent_size=16, dynamics_hidden_size=64,
+                                      reward_hidden_size=32)
+            model = cls(config, obs_spec, action_spec)
+            system = LinearGaussianSystem(model.io_contract(), seed=int(seed))
+            held_out = system.batch(8, 4)
+            first = system.batch(8, 4)
+            with torch.no_grad():  # start the latent statistics from data
+                model.loss(first)
+            before = held_out_loss(model, held_out, seed)
+            optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+            model.train()
+            for _ in range(steps):
+                out = model.loss(system.batch(4, 4))
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
+            after = held_out_loss(model, held_out, seed)
+        decrease = relative_decrease(before, after)
+        passed = math.isfinite(decrease) and decrease >= GENERIC_DROP
+        return SmokeResult(bool(passed), float(decrease), float(GENERIC_DROP),
+                           f"64x64 images of a linear-Gaussian system, {steps} steps: held-out "
+                           f"loss {before:.4g} -> {after:.4g}; relative decrease must be >= "
+                           f"{GENERIC_DROP}")
+
+    # -- internals ----------------------------------------------------------------------------
+    @property
+    def _features(self) -> int:
+        return math.prod(self.obs_spec.shape)
+
+    def _state(self, z: Tensor) -> State:
+        B = z.shape[0]
+        member = torch.arange(B, device=z.device) % self.config.ensemble_size
+        return State({"latent": z, "reward": torch.zeros(B, device=z.device), "member": member},
+                     {"family": self.family})
+
+    def _autoencode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Network-space ``x [N, *obs]`` -> reconstruction error (sum over features, mean over
+        rows), KL term (0 for a plain autoencoder) and the posterior mean ``[N, Z]``.
+
+        A VAE reconstructs from a posterior sample; the latent dynamics work on posterior means
+        (the same latent that :meth:`encode` gives to planning)."""
+        mean, std = self.posterior(x)
+        z = mean if std is None else mean + std * torch.randn_like(mean)
+        recon = (self.decoder(z) - x).pow(2).flatten(1).sum(1).mean()
+        if std is None:
+            return recon, recon.new_zeros(()), mean
+        kl = 0.5 * (std.pow(2) + mean.pow(2) - 1) - torch.log(std)  # [N, Z] to N(0, I)
+        kl = kl.mean(0).clamp_min(self.config.free_bits).sum()  # free bits per dimension
+        return recon, self.config.kl_scale * kl, mean
+
+    def _dynamics(self, z: Tensor, action: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Latents ``[E, N, Z]`` and actions ``[E, N, A]`` -> standardised latent-change mean
+        and log-variance (``None`` for deterministic dynamics), each ``[E, N, Z]``."""
+        out = self.dynamics(torch.cat([self.latent_norm.normalize(z), action], -1)).float()
+        if not self.config.stochastic:
+            return out, None
+        mean, logvar = out.chunk(2, -1)
+        return mean, soft_bound_logvar(logvar, self.min_logvar, self.max_logvar)
+
+    def _reward_normalized(self, z: Tensor, action: Tensor, next_z: Tensor) -> Tensor:
+        """Standardised reward ``[...]`` of ``(z [..., Z], action [..., A], next_z [..., Z])``."""
+        x = torch.cat([self.latent_norm.normalize(z), action,
+                       self.latent_norm.normalize(next_z)], -1)
+        lead = x.shape[:-1]
+        return self.reward_head(x.reshape(1, -1, x.shape[-1])).float().view(lead)
+
+    def _reward(self, z: Tensor, action: Tensor, next_z: Tensor) -> Tensor:
+        normalized = self._reward_normalized(z, action, next_z)
+        return normalized * (self.reward_norm.std[0] + self.reward_norm.eps) \
+            + self.reward_norm.mean[0]
+
+    def _statistics(self, z: Tensor, delta: Tensor) -> Tensor:
+        """Update the running statistics from latents and latent changes ``[..., Z]`` and return
+        the scale ``[Z]`` (one value) in which this batch's dynamics errors are measured.
+
+        The buffers are set from the first batch seen when ``fit_normalizers`` has not set
+        them, then move with momentum ``config.latent_momentum`` while training with
+        gradients. The scale is the batch's own latent-change standard deviation in training
+        mode and the running one otherwise.
+        """
+        update = torch.is_grad_enabled()
+        with torch.no_grad():
+            z, delta = z.reshape(-1, self.latent_size), delta.reshape(-1, self.latent_size)
+            batch = z.shape[0] >= 2
+            if batch and float(self.stats_ready[0]) < 0.5:
+                _fit_isotropic(self.latent_norm, z)
+                _fit_isotropic(self.delta_norm, delta)
+                self.stats_ready.fill_(1.0)
+            elif batch and update and self.training:
+                for norm, data in ((self.latent_norm, z), (self.delta_norm, delta)):
+                    norm.mean.lerp_(data.mean(0), self.config.latent_momentum)
+                    norm.std.lerp_(_isotropic_std(norm, data), self.config.latent_momentum)
+            if batch and self.training:
+                return _isotropic_std(self.delta_norm, delta) + self.delta_norm.eps
+            return self.delta_norm.std + self.delta_norm.eps
+
+
+def _scale_gradient(x: Tensor, scale: float) -> Tensor:
+    """``x`` in the forward pass; its gradient multiplied by ``scale`` in the backward pass."""
+    if scale == 1.0:
+        return x
+    detached = x.detach()
+    return detached + scale * (x - detached)
+
+
+def _isotropic_std(norm: Normalizer, data: Tensor) -> Tensor:
+    """One standard deviation for every feature of ``data [N, Z]``: the root mean per-feature
+    variance, so that latent features that hardly vary are not magnified (the latent axes of
+    an autoencoder carry no meaning of their own, unlike observation features)."""
+    std = data.var(0, unbiased=False).mean().sqrt().clamp_min(norm.min_std)
+    return std.expand(data.shape[-1])
+
+
+def _fit_isotropic(norm: Normalizer, data: Tensor) -> None:
+    norm.mean.copy_(data.mean(0))
+    norm.std.copy_(_isotropic_std(norm, data))

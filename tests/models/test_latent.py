@@ -1,0 +1,271 @@
+"""Latent (autoencoder) world models: ``latent-mlp``, ``latent-vae`` and ``latent-conv``.
+
+The fitted system: a 2-D point ``p' = p + 0.1 a`` observed through a fixed linear map to 5
+features, with reward ``-|p'|^2``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import worldflux
+from worldflux.core import ConfigError
+from worldflux.models.latent import (
+    LatentConvModel,
+    LatentMLPModel,
+    LatentModel,
+    LatentVAEModel,
+)
+
+MIX = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7], [0.5, -1.0], [-0.3, 0.2]])
+SMALL = {"hidden_size": 64, "dynamics_hidden_size": 64, "dynamics_num_layers": 2,
+         "reward_hidden_size": 32}
+CONV = {"conv_depth": 4, "latent_size": 8, "dynamics_hidden_size": 32, "reward_hidden_size": 16}
+
+
+def _transitions(n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(n, 2, generator=g) * 2 - 1
+    a = torch.rand(n, 2, generator=g) * 2 - 1
+    next_p = p + 0.1 * a
+    return p @ MIX.T, a, -next_p.pow(2).sum(-1), next_p @ MIX.T
+
+
+def _build(family: str, obs_shape=(5,), **overrides) -> LatentModel:
+    torch.manual_seed(0)
+    config = {**(CONV if family == "latent-conv" else SMALL), **overrides}
+    return worldflux.create_world_model(family, obs_shape=obs_shape, action_dim=2, device="cpu",
+                                        **config)
+
+
+def _fit(model: LatentModel, steps: int, n: int = 1024) -> LatentModel:
+    obs, action, reward, next_obs = _transitions(n, seed=0)
+    model.fit_normalizers(obs, action, reward, next_obs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        idx = torch.randint(n, (model.config.ensemble_size, 128), generator=g)
+        out = model.transition_loss(obs[idx], action[idx], reward[idx], next_obs[idx])
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def fitted() -> LatentMLPModel:
+    return _fit(_build("latent-mlp", latent_size=8), steps=150)
+
+
+def _images(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 64, 64), generator=g, dtype=torch.uint8)
+
+
+# -- families and configuration ------------------------------------------------------------------
+def test_families_are_registered_with_their_defaults():
+    mlp = worldflux.create_world_model("latent-mlp", obs_shape=(12,), action_dim=3, device="cpu")
+    vae = worldflux.create_world_model("latent-vae", obs_shape=(12,), action_dim=3, device="cpu")
+    conv = worldflux.create_world_model("latent-conv", obs_shape=(3, 64, 64), action_dim=3,
+                                        device="cpu")
+    assert (type(mlp), type(vae), type(conv)) == (LatentMLPModel, LatentVAEModel, LatentConvModel)
+    assert (mlp.family, vae.family, conv.family) == ("latent-mlp", "latent-vae", "latent-conv")
+    assert not mlp.config.variational and not mlp.config.stochastic
+    assert vae.config.variational and vae.config.stochastic
+    assert conv.config.encoder == "conv" and conv.obs_spec.dtype == "uint8"
+    channels = [m.out_channels for m in conv.encoder.convs if isinstance(m, torch.nn.Conv2d)]
+    assert channels == [32, 64, 128, 256]
+    assert conv.encoder.flat == 256 * 4 * 4
+    models = {m["name"]: m for m in worldflux.list_models()}
+    assert all(models[f]["tier"] == "experimental" for f in ("latent-mlp", "latent-vae",
+                                                             "latent-conv"))
+
+
+def test_invalid_configurations_name_the_field():
+    with pytest.raises(ConfigError, match=r"encoder 'mlp': got obs_shape \(3, 64, 64\)"):
+        worldflux.create_world_model("latent-mlp", obs_shape=(3, 64, 64), action_dim=1)
+    with pytest.raises(ConfigError, match="multiples of 16"):
+        worldflux.create_world_model("latent-conv", obs_shape=(3, 60, 60), action_dim=1)
+    with pytest.raises(ConfigError, match="'training': got 'both'"):
+        worldflux.create_world_model("latent-mlp", obs_shape=(4,), action_dim=1, training="both")
+    with pytest.raises(ConfigError, match="latent_size: got 0"):
+        worldflux.create_world_model("latent-mlp", obs_shape=(4,), action_dim=1, latent_size=0)
+
+
+# -- a tiny real fit ----------------------------------------------------------------------------
+def test_autoencoder_reconstructs_and_latent_dynamics_beat_the_mean(fitted):
+    obs, action, reward, next_obs = _transitions(512, seed=7)  # held out
+    with torch.no_grad():
+        recon = fitted.decode_latent(fitted.encode_latent(obs))
+        relative = float((recon - obs).norm() / obs.norm())
+        state = fitted.transition(fitted.encode(obs), action)
+        predicted = fitted.decode(state).preds
+    assert relative < 0.05
+    mse = float((predicted["obs"] - next_obs).pow(2).mean())
+    mean_baseline = float((next_obs - next_obs.mean(0)).pow(2).mean())
+    no_change = float((obs - next_obs).pow(2).mean())
+    assert mse < 0.01 * mean_baseline and mse < 0.2 * no_change, (mse, mean_baseline, no_change)
+    reward_mse = float((predicted["reward"] - reward).pow(2).mean())
+    assert reward_mse < 0.1 * float(reward.var())
+    eval_mse = fitted.evaluation_mse(obs, action, reward, next_obs)
+    assert eval_mse.shape == (1,) and float(eval_mse[0]) < 0.05
+
+
+def test_particle_returns_rank_sequences_like_the_true_returns(fitted):
+    p0 = torch.tensor([0.6, -0.4])
+    toward = (-p0 / p0.norm()).expand(5, 2)  # steer to the origin
+    sequences = torch.stack([toward, -toward])  # [2, 5, 2]
+    p, true = p0.clone().expand(2, 2), torch.zeros(2)
+    for t in range(5):
+        p = p + 0.1 * sequences[:, t]
+        true += -p.pow(2).sum(-1)
+    returns = fitted.particle_returns(p0 @ MIX.T, sequences, 4)
+    assert returns.shape == (2, 4)
+    assert torch.equal(returns[:, 0], returns[:, 1])  # one deterministic member: no noise
+    torch.testing.assert_close(returns[:, 0], true, atol=0.15, rtol=0.05)
+    bf16 = fitted.particle_returns(p0 @ MIX.T, sequences, 4, dtype=torch.bfloat16)
+    torch.testing.assert_close(bf16, returns, atol=0.1, rtol=0.05)
+
+
+def test_particle_returns_equal_rollout_rewards_per_member():
+    model = _build("latent-mlp", ensemble_size=3)
+    obs = torch.randn(5)
+    sequences = torch.rand(2, 4, 2) * 2 - 1
+    returns = model.particle_returns(obs, sequences, 3)  # row n * 3 + k runs on member (n*3+k) % 3
+    with torch.no_grad():
+        state = model.encode(obs.expand(6, 5)).replace(member=torch.arange(6) % 3)
+        rewards = model.rollout(state, sequences.repeat_interleave(3, 0)).rewards.sum(1)
+    torch.testing.assert_close(returns.reshape(-1), rewards, atol=1e-4, rtol=1e-4)
+
+
+def test_known_reward_function_sees_decoded_observations(fitted):
+    seen = []
+
+    def reward_fn(obs, action, next_obs):
+        seen.append(obs.shape)
+        return next_obs[:, 0]
+
+    sequences = torch.zeros(3, 2, 2)
+    obs = torch.tensor([0.5, 0.2]) @ MIX.T
+    returns = fitted.particle_returns(obs, sequences, 2, reward_fn=reward_fn, discount=0.5)
+    assert seen == [(6, 5), (6, 5)]
+    assert returns.shape == (3, 2)
+    torch.testing.assert_close(returns, torch.full((3, 2), 1.5 * 0.5), atol=0.05, rtol=0)
+
+
+# -- imagine and predict_uncertainty -------------------------------------------------------------
+def test_imagine_shapes_and_sample_zero_equals_the_decoded_rollout(fitted):
+    obs, actions = _transitions(3, seed=2)[0], torch.rand(3, 6, 2) * 2 - 1
+    samples = fitted.imagine(obs, actions, 2)
+    assert samples.shape == (2, 3, 7, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(samples[0, :, 0], fitted.decode_latent(fitted.encode_latent(obs)))
+        trajectory = fitted.rollout(fitted.encode(obs), actions)
+        decoded = fitted.decode_latent(trajectory.states["latent"].reshape(18, -1)).view(3, 6, 5)
+    torch.testing.assert_close(samples[0, :, 1:], decoded, rtol=0, atol=1e-5)
+    assert torch.equal(samples[0], samples[1])  # deterministic: no spread
+    # Open loop over 6 steps stays close to the true observations.
+    p = obs @ torch.linalg.pinv(MIX).T
+    truth = (p[:, None] + 0.1 * actions.cumsum(1)) @ MIX.T
+    assert (samples[0, :, 1:] - truth).abs().max() < 0.15
+
+
+def test_vae_imagine_spreads_and_uncertainty_separates_the_sources():
+    model = _build("latent-vae", ensemble_size=3)
+    obs, actions = torch.randn(4, 5), torch.rand(4, 3, 2)
+    samples = model.imagine(obs, actions, 5, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (5, 4, 4, 5)
+    assert torch.equal(samples[:, :, 0], samples[:1, :, 0].expand(5, 4, 5))  # same start
+    assert not torch.equal(samples[0, :, 1:], samples[3, :, 1:])  # same member, new noise
+    unc = model.predict_uncertainty(obs, actions[:, 0])
+    assert set(unc) == {"mean", "aleatoric", "epistemic"}
+    assert all(v.shape == (4, model.latent_size) for v in unc.values())
+    assert (unc["aleatoric"] > 0).all() and (unc["epistemic"] > 0).all()
+    deterministic = _build("latent-mlp").predict_uncertainty(obs, actions[:, 0])
+    assert torch.equal(deterministic["aleatoric"], torch.zeros(4, 16))
+    assert torch.equal(deterministic["epistemic"], torch.zeros(4, 16))
+
+
+# -- losses ----------------------------------------------------------------------------------
+def _component_grads(model: LatentModel, component: str) -> dict[str, float]:
+    obs, action, reward, next_obs = (t.expand(2, *t.shape) for t in _transitions(16, seed=3))
+    model.zero_grad()
+    out = model.transition_loss(obs, action, reward, next_obs)
+    out.components[component].backward()
+    return {name: float(p.grad.abs().sum()) if p.grad is not None else 0.0
+            for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("training", ["two_stage", "joint"])
+def test_dynamics_gradients_reach_the_encoder_only_in_joint_training(training):
+    model = _build("latent-mlp", ensemble_size=2, training=training)
+    for component in ("dynamics", "reward"):
+        grads = _component_grads(model, component)
+        encoder = sum(v for k, v in grads.items() if k.startswith("encoder."))
+        assert (encoder > 0) is (training == "joint"), component
+        assert sum(v for k, v in grads.items() if k.startswith("decoder.")) == 0.0
+    grads = _component_grads(model, "recon")
+    assert sum(v for k, v in grads.items() if k.startswith(("dynamics.", "reward_head."))) == 0
+    out = model.transition_loss(*(t.expand(2, *t.shape) for t in _transitions(16, seed=3)))
+    assert ("predicted_recon" in out.components) is (training == "joint")
+    assert {"loss", "recon_mse", "mse_normalized", "mse_member_0", "mse_member_1",
+            "reward_mse"} <= set(out.metrics)
+
+
+def test_vae_kl_has_free_bits_per_dimension():
+    model = _build("latent-vae", latent_size=6, free_bits=0.5, kl_scale=2.0)
+    obs, action, reward, next_obs = (t.unsqueeze(0) for t in _transitions(32, seed=4))
+    out = model.transition_loss(obs, action, reward, next_obs)
+    assert float(out.components["kl"].detach()) >= 2.0 * 0.5 * 6 - 1e-5
+    assert {"kl", "nll", "nll_member_0"} <= set(out.metrics)
+    assert "logvar_bound" in out.components
+
+
+def test_fit_normalizers_sets_latent_statistics_from_the_encoder():
+    model = _build("latent-mlp")
+    obs, action, reward, next_obs = _transitions(256, seed=5)
+    model.fit_normalizers(obs, action, reward, next_obs)
+    assert float(model.stats_ready[0]) == 1.0
+    with torch.no_grad():
+        z, z_next = model.encode_latent(obs), model.encode_latent(next_obs)
+    torch.testing.assert_close(model.latent_norm.mean, z.mean(0))
+    # One scale shared by all latent features: the root mean variance.
+    torch.testing.assert_close(model.delta_norm.std,
+                               (z_next - z).var(0, unbiased=False).mean().sqrt().expand(16))
+    torch.testing.assert_close(model.obs_norm.mean, torch.cat([obs, next_obs]).mean(0))
+
+
+# -- pixels --------------------------------------------------------------------------------------
+def test_conv_model_encodes_once_per_planning_decision_and_decodes_images():
+    model = _build("latent-conv", obs_shape=(3, 64, 64))
+    calls = []
+    model.encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    obs = _images(1)[0]
+    returns = model.particle_returns(obs, torch.rand(20, 5, 2) * 2 - 1, 2)
+    assert returns.shape == (20, 2) and torch.isfinite(returns).all()
+    assert calls == [(1, 3, 64, 64)]
+    samples = model.imagine(_images(2), torch.rand(2, 3, 2), 3)
+    assert samples.shape == (3, 2, 4, 3, 64, 64) and samples.dtype == torch.float32
+    assert float(samples.min()) >= 0.0 and float(samples.max()) <= 255.0
+    unc = model.predict_uncertainty(_images(4), torch.rand(4, 2))
+    assert unc["mean"].shape == (4, 8)
+
+
+def test_conv_autoencoder_learns_to_reconstruct_images():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    # Smooth images: a bright square at a random place on a dark background.
+    images = torch.full((64, 3, 64, 64), 20, dtype=torch.uint8)
+    for i, (r, c) in enumerate(torch.randint(0, 48, (64, 2), generator=g).tolist()):
+        images[i, :, r:r + 16, c:c + 16] = 230
+    model = _build("latent-conv", obs_shape=(3, 64, 64), conv_depth=8, latent_size=16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    before = float(model.autoencoder_loss(images).metrics["recon_mse"])
+    for _ in range(40):
+        out = model.autoencoder_loss(images[torch.randint(64, (16,), generator=g)])
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    after = float(model.autoencoder_loss(images).metrics["recon_mse"])
+    assert after < 0.3 * before, (before, after)
