@@ -1,0 +1,120 @@
+"""TD-MPC2 speed on this CPU: milliseconds per update and per planning decision.
+
+One process; the 1M and 5M presets, each with 1 and 2 torch threads, timed in interleaved rounds
+so that every case sees the same machine load; reports the median over rounds. An update is
+the agent's full ``train_step`` (sample 256 windows of horizon 3 + 1 rows from a replay buffer,
+world-model loss and step, policy loss and step, Polyak update), a decision one MPPI plan with
+the official settings (6 iterations of 488 Gaussian + 24 policy-prior sequences, 64 elites,
+horizon 3). Observation and action sizes are dm_control cartpole-swingup's (5 and 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+from benchmarks.common import plot_path, pyplot, write_result
+
+
+def _buffer(obs_dim: int, action_dim: int, rows: int, seed: int):
+    import numpy as np
+
+    from worldflux.data import ReplayBuffer
+
+    rng = np.random.default_rng(seed)
+    buffer = ReplayBuffer(rows, obs_shape=(obs_dim,), action_dim=action_dim, seed=seed)
+    for t in range(rows):
+        first = t % 501 == 0
+        buffer.add(rng.normal(size=obs_dim).astype(np.float32),
+                   rng.uniform(-1, 1, action_dim).astype(np.float32) * (not first),
+                   float(rng.uniform()), False, False, is_first=first)
+    return buffer
+
+
+def main(argv: list[str] | None = None) -> None:
+    import numpy as np
+    import torch
+
+    from worldflux.agents import build_agent
+    from worldflux.core.spec import ActionSpec, ObservationSpec
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks tdmpc2_speed")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--updates", type=int, default=4, help="updates timed per round")
+    parser.add_argument("--decisions", type=int, default=4, help="decisions timed per round")
+    parser.add_argument("--presets", default="1,5", help="model sizes (millions of parameters)")
+    parser.add_argument("--threads", default="1,2", help="torch thread counts")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    started = time.time()
+    obs_dim, action_dim = 5, 1
+    presets = [int(p) for p in args.presets.split(",")]
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    buffer = _buffer(obs_dim, action_dim, 5010, args.seed)
+    agents, params = {}, {}
+    for preset in presets:
+        agent = build_agent("tdmpc2", ObservationSpec((obs_dim,)), ActionSpec(action_dim),
+                            device=torch.device("cpu"), seed=args.seed,
+                            overrides={"model.model_size": str(preset)})
+        agent.set_episode_length(500)
+        agent.env_steps = 10**9  # past the seed phase: act() plans
+        agents[preset] = agent
+        params[preset] = agent.model.num_parameters()
+        agent.train_step(buffer)  # warm-up
+        agent.act(np.zeros(obs_dim, np.float32), explore=True)
+    times: dict[str, list[float]] = {}
+    obs = np.zeros(obs_dim, np.float32)
+    for _ in range(args.rounds):
+        for preset, agent in agents.items():
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                t0 = time.perf_counter()
+                for _ in range(args.updates):
+                    agent.train_step(buffer)
+                update_ms = (time.perf_counter() - t0) / args.updates * 1000
+                t0 = time.perf_counter()
+                for _ in range(args.decisions):
+                    agent.act(obs, explore=True)
+                decision_ms = (time.perf_counter() - t0) / args.decisions * 1000
+                times.setdefault(f"{preset}M_{threads}t_update", []).append(update_ms)
+                times.setdefault(f"{preset}M_{threads}t_decision", []).append(decision_ms)
+                print(f"{preset}M {threads} thread(s): update {update_ms:.1f} ms, "
+                      f"decision {decision_ms:.1f} ms", flush=True)
+    results = {}
+    for preset in presets:
+        for threads in thread_counts:
+            key = f"{preset}M_{threads}t"
+            up, dec = times[f"{key}_update"], times[f"{key}_decision"]
+            results[key] = {
+                "preset": preset, "threads": threads, "parameters": params[preset],
+                "ms_per_update_median": round(statistics.median(up), 1),
+                "ms_per_decision_median": round(statistics.median(dec), 1),
+                "ms_per_update_rounds": [round(t, 1) for t in up],
+                "ms_per_decision_rounds": [round(t, 1) for t in dec],
+                "ms_per_agent_step_median": round(statistics.median(up)
+                                                  + statistics.median(dec), 1)}
+    print(json.dumps({k: {m: v for m, v in r.items() if "median" in m}
+                      for k, r in results.items()}, indent=1))
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    labels = list(results)
+    x = np.arange(len(labels))
+    ups = [results[k]["ms_per_update_median"] for k in labels]
+    decs = [results[k]["ms_per_decision_median"] for k in labels]
+    ax.bar(x - 0.2, ups, 0.4, label="update (batch 256, H 3)")
+    ax.bar(x + 0.2, decs, 0.4, label="planning decision (MPPI 6 x 512)")
+    ax.set_xticks(x, [k.replace("_", ", ").replace("t", " thr") for k in labels])
+    ax.set_ylabel("ms (median over rounds)")
+    ax.set_title("TD-MPC2 on this CPU")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(plot_path("tdmpc2_speed"), dpi=120)
+    path = write_result("tdmpc2_speed", {
+        "seed": args.seed, "rounds": args.rounds, "updates_per_round": args.updates,
+        "decisions_per_round": args.decisions, "obs_dim": obs_dim, "action_dim": action_dim,
+        "settings": "official defaults: batch 256, horizon 3, MPPI 6 iterations, 488 + 24 "
+                    "samples, 64 elites; fp32",
+        "results": results}, started)
+    print(f"wrote {path}")
