@@ -13,6 +13,7 @@ BENCHMARKS = {
     "icem_vs_cem": "iCEM vs CEM on the same learned cartpole-swingup model: return per samples",
     "precision_speed": "bf16 autocast vs fp32: ms per PETS ensemble optimiser step, same run",
     "replay_memory": "peak memory of a 1M-frame 64x64x3 replay buffer: in RAM vs on disk",
+    "tdmpc2_speed": "ms per TD-MPC2 update (batch 256, H3) and MPPI decision, 1M/5M, 1-2 threads",
 }
 
 
