@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     obs_dim, action_dim = 5, 1
     presets = [int(p) for p in args.presets.split(",")]
     thread_counts = [int(t) for t in args.threads.split(",")]
+    load_before = os.getloadavg()
     buffer = _buffer(obs_dim, action_dim, 5010, args.seed)
     agents, params = {}, {}
     for preset in presets:
@@ -116,5 +118,9 @@ def main(argv: list[str] | None = None) -> None:
         "decisions_per_round": args.decisions, "obs_dim": obs_dim, "action_dim": action_dim,
         "settings": "official defaults: batch 256, horizon 3, MPPI 6 iterations, 488 + 24 "
                     "samples, 64 elites; fp32",
+        "load_average_1_5_15min": {"start": [round(x, 2) for x in load_before],
+                                   "end": [round(x, 2) for x in os.getloadavg()]},
+        "note": "2 threads are slower than 1 whenever other processes load the 2 cores "
+                "(OpenMP threads wait for each other); compare cases within one run",
         "results": results}, started)
     print(f"wrote {path}")

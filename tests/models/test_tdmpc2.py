@@ -290,7 +290,7 @@ def test_loss_components_and_weights_on_a_batch():
     out = model.loss(batch)
     assert set(out.components) == {"consistency", "reward", "value", "policy"}
     assert out.metrics["consistency_loss"] * 20 == pytest.approx(
-        float(out.components["consistency"]), rel=1e-5)
+        float(out.components["consistency"].detach()), rel=1e-5)
     # Zero-initialised heads predict the uniform distribution: CE = log(101) for every target,
     # weighted by rho^t = 1, 0.5, 0.25 and averaged over H = 3 (and the 5 heads).
     weighted = math.log(101) * (1 + 0.5 + 0.25) / 3
@@ -351,3 +351,9 @@ def test_invalid_settings_name_the_field():
     with pytest.raises(ConfigError, match="multiple of simnorm_dim"):
         worldflux.create_world_model("tdmpc2", obs_shape=(3,), action_dim=1, latent_dim=20)
     assert "tdmpc2" in {m["name"] for m in worldflux.list_models()}
+
+
+def test_smoke_task_learns_pendulum_rewards_through_the_latent():
+    result = TDMPC2Model.smoke_task(seed=0)
+    assert result.passed, result.description
+    assert result.metric >= 0.8
