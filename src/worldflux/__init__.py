@@ -30,3 +30,5 @@ __all__ = [
     "State", "Trajectory", "WorldModel", "WorldModelRegistry", "__version__",
     "create_world_model", "from_pretrained", "list_models",
 ]
+
+import worldflux.envs.nav3d  # noqa: E402,F401  (registers worldflux/Nav3D-v0 with gymnasium)

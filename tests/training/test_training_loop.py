@@ -217,3 +217,41 @@ def test_videos_and_wandb_are_wired_into_the_run(tmp_path, monkeypatch):
     assert len(video) == 1 and video[0]["step"] == 400 and video[0]["video/length"] == 200
     run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
     assert list((run_dir / "wandb").rglob(f"run-{run_id}.wandb"))
+
+
+def test_evaluation_reports_success_and_collisions_of_goal_reaching_envs():
+    from worldflux.envs.nav3d import scripted_action
+
+    class Scripted(RecorderAgent):
+        def act(self, obs, *, explore):
+            return scripted_action(np.asarray(obs)[None])[0].astype(np.float32)
+
+    env = make_env(TrainConfig(env="worldflux/Nav3D-v0"), seed=0)
+    agent = Scripted(RecorderConfig(), *_specs(env), device=None)
+    out = evaluate(agent, env, 3, seed=0)
+    assert out["success_rate"] == 1.0 and out["collision_rate"] == 0.0
+    assert max(out["lengths"]) < 200  # success ends the episode
+
+
+def test_env_reward_source_attaches_the_env_reward_or_says_why_not():
+    import torch
+
+    from worldflux.agents import build_agent
+    from worldflux.training.environment import attach_env_reward
+
+    for env_id, ok in (("worldflux/Nav3D-v0", True), ("Pendulum-v1", False)):
+        env = make_env(TrainConfig(env=env_id), seed=0)
+        agent = build_agent("pets", *_specs(env), device=torch.device("cpu"),
+                            overrides={"reward_source": "env", "model.hidden_size": "16"})
+        if ok:
+            attach_env_reward(agent, env)
+            assert agent.reward_fn is not None
+        else:
+            with pytest.raises(ConfigError, match="reward_source: got 'env'.*Pendulum"):
+                attach_env_reward(agent, env)
+
+
+def _specs(env):
+    from worldflux.training.environment import specs_for
+
+    return specs_for(env)

@@ -75,6 +75,10 @@ class MPCAgentConfig:
     """Std of Gaussian noise added to planned actions while training (0 = none, as in PETS)."""
     lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
     """Learning-rate schedule over all optimiser steps of the run (PETS: constant)."""
+    reward_source: Literal["learned", "env"] = "learned"
+    """``learned``: plan with the model's reward head; ``env``: with the environment's own reward
+    function of observations (envs that expose ``reward_function()``, e.g. Nav3D from state), as
+    PETS does with known rewards; the loop passes it in."""
     risk: RiskConfig = field(default_factory=RiskConfig)
     """How sampled returns score a plan: mean (risk-neutral), mean_std, cvar, var, worst,
     entropic (``--set risk.measure=cvar --set risk.alpha=0.2``)."""

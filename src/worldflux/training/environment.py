@@ -7,7 +7,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from worldflux.core.errors import ContractError
+from worldflux.core.errors import ConfigError, ContractError
 from worldflux.core.spec import ActionSpec, ObservationSpec
 from worldflux.training.config import TrainConfig
 
@@ -85,3 +85,21 @@ def env_action(action: Any, action_spec: ActionSpec) -> tuple[Any, np.ndarray]:
         raise ContractError(f"agent action: got non-finite values {array}, expected finite numbers")
     array = np.clip(array, action_spec.low, action_spec.high)
     return array, array
+
+
+def attach_env_reward(agent, env) -> None:
+    """Give ``agent`` the env's reward function when its config asks for ``reward_source="env"``.
+
+    Raises:
+        ConfigError: the env has no ``reward_function()`` (or none for this observation type).
+    """
+    if getattr(agent.config, "reward_source", "learned") != "env":
+        return
+    provider = getattr(env.unwrapped, "reward_function", None)
+    fn = provider() if callable(provider) else None
+    if fn is None:
+        raise ConfigError(
+            f"reward_source: got 'env', but {env.spec.id if env.spec else type(env.unwrapped)} "
+            "gives no reward function of its observations; use reward_source=learned"
+        )
+    agent.set_reward_function(fn)

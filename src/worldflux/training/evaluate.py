@@ -12,7 +12,13 @@ import gymnasium
 import numpy as np
 
 from worldflux.core.errors import CheckpointError
-from worldflux.training.environment import EVAL_SEED_OFFSET, env_action, make_env, specs_for
+from worldflux.training.environment import (
+    EVAL_SEED_OFFSET,
+    attach_env_reward,
+    env_action,
+    make_env,
+    specs_for,
+)
 
 __all__ = ["evaluate", "evaluate_run", "load_run"]
 
@@ -27,17 +33,23 @@ def evaluate(agent, env: gymnasium.Env, episodes: int, seed: int,
     training, or of two agents) face the same initial states.
 
     Returns:
-        ``{"mean", "std", "returns": [episodes], "lengths": [episodes]}`` (undiscounted returns).
+        ``{"mean", "std", "returns": [episodes], "lengths": [episodes]}`` (undiscounted returns),
+        plus ``success_rate`` when the env's final ``info`` has ``success`` / ``is_success`` and
+        ``collision_rate`` (episodes with a collision) and ``collisions_per_episode`` when it
+        has ``collisions``.
     """
     returns: list[float] = []
     lengths: list[int] = []
+    successes: list[bool] = []
+    collisions: list[int] = []
     for episode in range(int(episodes)):
         obs, _ = env.reset(seed=int(seed) + episode)
         agent.reset()
         total, length, done = 0.0, 0, False
+        info: dict[str, Any] = {}
         while not done:
             action, _ = env_action(agent.act(obs, explore=False), agent.action_spec)
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(action)
             total += float(reward)
             length += 1
             done = bool(terminated or truncated)
@@ -45,10 +57,21 @@ def evaluate(agent, env: gymnasium.Env, episodes: int, seed: int,
                 on_step(episode, done)
         returns.append(total)
         lengths.append(length)
+        if "success" in info or "is_success" in info:
+            successes.append(bool(info.get("success", info.get("is_success"))))
+        if "collisions" in info:
+            collisions.append(int(info["collisions"]))
     values = np.asarray(returns, dtype=np.float64)
-    return {"mean": float(values.mean()) if returns else float("nan"),
-            "std": float(values.std()) if returns else float("nan"),
-            "returns": returns, "lengths": lengths}
+    result = {"mean": float(values.mean()) if returns else float("nan"),
+              "std": float(values.std()) if returns else float("nan"),
+              "returns": returns, "lengths": lengths}
+    # Goal-reaching envs report success / collisions in their final info (e.g. Nav3D).
+    if successes and len(successes) == len(returns):
+        result["success_rate"] = float(np.mean(successes))
+    if collisions and len(collisions) == len(returns):
+        result["collision_rate"] = float(np.mean([c > 0 for c in collisions]))
+        result["collisions_per_episode"] = float(np.mean(collisions))
+    return result
 
 
 def load_run(run_dir: str | os.PathLike, *, device: str | None = None):
@@ -89,6 +112,11 @@ def load_run(run_dir: str | os.PathLike, *, device: str | None = None):
                         seed=train_config.seed, config=agent_config)
     loaded = load_checkpoint(checkpoint)
     agent.load_state_dict(loaded["state"]["agent"])
+    env = make_env(train_config, seed=train_config.seed)
+    try:
+        attach_env_reward(agent, env)
+    finally:
+        env.close()
     return agent, train_config, checkpoint, loaded["step"]
 
 

@@ -66,6 +66,7 @@ from worldflux.training.checkpoint import (
 from worldflux.training.config import TrainConfig
 from worldflux.training.environment import (
     EVAL_SEED_OFFSET,
+    attach_env_reward,
     env_action,
     episode_seed,
     make_env,
@@ -295,6 +296,7 @@ def train(
                             config=agent_config, overrides=dict(agent_overrides or {}))
         agent.configure_training(precision=cfg.precision,
                                  nonfinite_limit=cfg.max_nonfinite_steps, dist=dist)
+        attach_env_reward(agent, env)
         if not dist.is_main:
             return _serve(agent, agent_name, cfg, run_dir)
         storage: dict[str, Any] = {}
@@ -492,8 +494,11 @@ def _collect(run: _Run, advance) -> None:
 def _evaluate(run: _Run, *, final: bool = False) -> dict[str, Any]:
     cfg, state = run.cfg, run.state
     result = evaluate(run.agent, run.eval_env, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET)
+    rates = {f"eval/{k}": result[k] for k in ("success_rate", "collision_rate",
+                                               "collisions_per_episode") if k in result}
     run.log.log({"eval/return_mean": result["mean"], "eval/return_std": result["std"],
-                 "eval/length_mean": float(np.mean(result["lengths"]))}, step=state.env_step)
+                 "eval/length_mean": float(np.mean(result["lengths"])), **rates},
+                step=state.env_step)
     previous = max(state.last_eval_step, 0)
     if cfg.video_every and (final or state.env_step // cfg.video_every
                             > previous // cfg.video_every):

@@ -75,6 +75,8 @@ def make_render_env(config, seed: int, *, size: int = 256) -> gymnasium.Env:
             domain = task.split("-", 1)[0]
             kwargs["render_kwargs"] = {"width": int(size), "height": int(size),
                                        "camera_id": _DMC_DEFAULT_CAMERA.get(domain, 0)}
+        elif env_id.startswith("worldflux/"):  # native envs draw at any size
+            kwargs["render_size"] = int(size)
     return envs.make(env_id, seed=seed, action_repeat=config.action_repeat,
                      obs_type=config.obs_type, image_size=config.image_size, **kwargs)
 

@@ -108,6 +108,16 @@ class Nav3DEnv(gymnasium.Env):
             return None
         return self.batch.render(self.render_size)[0]
 
+    def reward_function(self, safety_margin: float = 0.0):
+        """The env's reward as a torch function of state observations, ``(obs [N, 12], action
+        [N, 3], next_obs [N, 12]) -> [N]``, for planners (``reward_source="env"``); None for
+        image observations (the reward is not a function of pixels)."""
+        if self.obs_type != "state":
+            return None
+        from worldflux.envs.nav3d.reward import make_reward_fn
+
+        return make_reward_fn(self.config, safety_margin=safety_margin)
+
     # Read access to the simulated state (tests, controllers, debugging).
     @property
     def position(self) -> np.ndarray:
