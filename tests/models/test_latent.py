@@ -207,10 +207,15 @@ def test_dynamics_gradients_reach_the_encoder_only_in_joint_training(training):
         assert sum(v for k, v in grads.items() if k.startswith("decoder.")) == 0.0
     grads = _component_grads(model, "recon")
     assert sum(v for k, v in grads.items() if k.startswith(("dynamics.", "reward_head."))) == 0
+    # The decoded prediction trains the dynamics; the autoencoder only in joint training.
+    grads = _component_grads(model, "predicted_recon")
+    assert sum(v for k, v in grads.items() if k.startswith("dynamics.")) > 0
+    for part in ("encoder.", "decoder."):
+        assert (sum(v for k, v in grads.items() if k.startswith(part)) > 0) is (
+            training == "joint"), part
     out = model.transition_loss(*(t.expand(2, *t.shape) for t in _transitions(16, seed=3)))
-    assert ("predicted_recon" in out.components) is (training == "joint")
     assert {"loss", "recon_mse", "mse_normalized", "mse_member_0", "mse_member_1",
-            "reward_mse"} <= set(out.metrics)
+            "predicted_recon_mse", "reward_mse"} <= set(out.metrics)
 
 
 def test_vae_kl_has_free_bits_per_dimension():
@@ -242,9 +247,15 @@ def test_conv_model_encodes_once_per_planning_decision_and_decodes_images():
     calls = []
     model.encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
     obs = _images(1)[0]
-    returns = model.particle_returns(obs, torch.rand(20, 5, 2) * 2 - 1, 2)
-    assert returns.shape == (20, 2) and torch.isfinite(returns).all()
+    for _ in range(3):  # the iterations of one planning decision
+        returns = model.particle_returns(obs, torch.rand(20, 5, 2) * 2 - 1, 2)
+        assert returns.shape == (20, 2) and torch.isfinite(returns).all()
     assert calls == [(1, 3, 64, 64)]
+    model.particle_returns(_images(1, seed=1)[0], torch.rand(20, 5, 2), 2)  # next decision
+    with torch.no_grad():
+        model.encoder.out.bias.add_(0.1)  # a training step
+    model.particle_returns(_images(1, seed=1)[0], torch.rand(20, 5, 2), 2)
+    assert len(calls) == 3
     samples = model.imagine(_images(2), torch.rand(2, 3, 2), 3)
     assert samples.shape == (3, 2, 4, 3, 64, 64) and samples.dtype == torch.float32
     assert float(samples.min()) >= 0.0 and float(samples.max()) <= 255.0
@@ -269,3 +280,9 @@ def test_conv_autoencoder_learns_to_reconstruct_images():
         optimizer.step()
     after = float(model.autoencoder_loss(images).metrics["recon_mse"])
     assert after < 0.3 * before, (before, after)
+
+
+@pytest.mark.parametrize("cls", [LatentVAEModel, LatentConvModel], ids=lambda c: c.family)
+def test_smoke_task_learns(cls):
+    result = cls.smoke_task(0)
+    assert result.passed, result.description

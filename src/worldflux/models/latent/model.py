@@ -209,8 +209,9 @@ class LatentModel(WorldModel):
         Terms (sums over features, means over rows): reconstruction of ``obs`` and ``next_obs``
         (+ KL with free bits for a VAE); latent dynamics, MSE or Gaussian NLL of the encoded
         next latent (stop-gradient target) in standardised latent-change units, summed over
-        members; in joint training the reconstruction of the predicted next observation; the
-        reward head's squared error. Metrics: ``loss``, ``recon_mse``, ``mse_normalized``,
+        members; the reconstruction of the predicted next observation (through a frozen decoder
+        in two-stage training, so that it only trains the dynamics); the reward head's squared
+        error. Metrics: ``loss``, ``recon_mse``, ``mse_normalized``,
         ``mse_member_i`` (and ``nll``, ``nll_member_i`` for Gaussian dynamics), ``reward_mse``.
         """
         cfg = self.config
@@ -251,8 +252,9 @@ class LatentModel(WorldModel):
             metrics.update({f"nll_member_{i}": float(v) / self.latent_size
                             for i, v in enumerate(nll.detach())})
         metrics.update({f"mse_member_{i}": float(v) for i, v in enumerate(mse_member)})
-        if joint and cfg.predicted_recon_scale > 0:
-            decoded = self.decoder(predicted.reshape(E * N, -1))
+        if cfg.predicted_recon_scale > 0:
+            decoder = self.decoder if joint else self._frozen_decoder
+            decoded = decoder(predicted.reshape(E * N, -1))
             truth = x.view(E, 2 * N, *x.shape[1:])[:, N:].reshape(decoded.shape)
             pred_recon = (decoded - truth).pow(2).flatten(1).sum(1).mean()
             components["predicted_recon"] = cfg.predicted_recon_scale * pred_recon
@@ -297,8 +299,12 @@ class LatentModel(WorldModel):
                          propagation: str | None = None, dtype: torch.dtype = torch.float32,
                          reward_fn: RewardFn | None = None, discount: float = 1.0,
                          generator: torch.Generator | None = None) -> Tensor:
-        """Returns of ``num_particles`` latent rollouts per sequence (the observation is encoded
-        once; dynamics and reward head run in ``dtype``, accumulation in float32).
+        """Returns of ``num_particles`` latent rollouts per sequence (dynamics and reward head
+        run in ``dtype``, accumulation in float32).
+
+        The observation is encoded once per planning decision: the latent of the last ``obs``
+        tensor is kept and reused while neither that tensor nor the encoder's weights change
+        (a planner calls this once per iteration with the same observation).
 
         Args:
             obs: current observation ``[*obs]``.
@@ -318,7 +324,7 @@ class LatentModel(WorldModel):
         R = N * K
         M = -(-R // E)  # rows per member, padded
         pad = M * E - R
-        z0 = self.encode_latent(obs.unsqueeze(0))[0]
+        z0 = self._planning_latent(obs)
         weights = self.dynamics.fast_weights(dtype)
         reward_weights = self.reward_head.fast_weights(dtype) if reward_fn is None else None
         lat_mean, lat_std = self.latent_norm.mean, self.latent_norm.std + self.latent_norm.eps
@@ -528,6 +534,23 @@ class LatentModel(WorldModel):
                            f"{GENERIC_DROP}")
 
     # -- internals ----------------------------------------------------------------------------
+    def _frozen_decoder(self, z: Tensor) -> Tensor:
+        """The decoder with detached weights: gradients reach ``z`` but not the decoder."""
+        params = {name: p.detach() for name, p in self.decoder.named_parameters()}
+        return torch.func.functional_call(self.decoder, params, (z,))
+
+    def _planning_latent(self, obs: Tensor) -> Tensor:
+        """Posterior mean ``[Z]`` of one observation ``[*obs]``, cached per observation tensor."""
+        key = (id(obs), obs._version, obs.device, self.training,
+               tuple(p._version for p in self.encoder.parameters()),
+               tuple(b._version for b in self.buffers()))
+        cached = getattr(self, "_latent_cache", None)
+        if cached is not None and cached[0] == key and cached[1] is obs:
+            return cached[2]
+        z = self.encode_latent(obs.unsqueeze(0))[0]
+        self._latent_cache = (key, obs, z)
+        return z
+
     @property
     def _features(self) -> int:
         return math.prod(self.obs_spec.shape)
