@@ -12,6 +12,8 @@ BENCHMARKS = {
     "pets_cartpole_swingup": "PETS on dm_control cartpole-swingup, 20 episodes, vs published curves",
     "icem_vs_cem": "iCEM vs CEM on the same learned cartpole-swingup model: return per samples",
     "precision_speed": "bf16 autocast vs fp32: ms per PETS ensemble optimiser step, same run",
+    "nav3d_mpc": "PETS MPC on Nav3D (state), 3 seeds: success, and risk-averse vs neutral collisions",
+    "nav3d_fidelity": "open-loop fidelity, calibration and OOD of 4 dynamics families on Nav3D",
     "replay_memory": "peak memory of a 1M-frame 64x64x3 replay buffer: in RAM vs on disk",
     "tdmpc2_speed": "ms per TD-MPC2 update (batch 256, H3) and MPPI decision, 1M/5M, 1-2 threads",
 }

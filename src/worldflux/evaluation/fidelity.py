@@ -76,7 +76,8 @@ __all__ = [
 ]
 
 PER_HORIZON_KEYS = ("mae", "mse", "rmse", "normalized_rmse", "relative_error",
-                    "relative_error_pooled", "spread", "normalized_spread", "spearman_per_h")
+                    "relative_error_pooled", "relative_state_error", "spread",
+                    "normalized_spread", "spearman_per_h")
 """Arrays ``[H]`` of a :class:`FidelityResult` (index ``h - 1`` holds horizon ``h``)."""
 SCALE_FLOOR = 1e-6
 """Dimensions whose std in the data is below this are measured in raw units (scale 1)."""
@@ -251,6 +252,10 @@ class FidelityResult:
     """``[H]`` median over starts of ``||m_h - x_h|| / ||x_h - x_0||``."""
     relative_error_pooled: np.ndarray
     """``[H]`` summed error norms over summed true-change norms."""
+    relative_state_error: np.ndarray
+    """``[H]`` median over starts of ``||m_h - x_h|| / ||x_h||``: the error relative to the
+    true observation's magnitude (the textbook relative error; lenient where the observation
+    is large and barely moves, which is why ``relative_error`` is reported too)."""
     spread: np.ndarray
     """``[H]`` std across samples, averaged over dimensions and starts."""
     normalized_spread: np.ndarray
@@ -311,7 +316,11 @@ class FidelityResult:
     def from_dict(cls, data: Mapping[str, Any]) -> FidelityResult:
         """Inverse of :meth:`to_dict`."""
         try:
-            arrays = {key: _from_json(data[key]) for key in PER_HORIZON_KEYS}
+            arrays = {key: _from_json(data[key]) for key in PER_HORIZON_KEYS
+                      if key != "relative_state_error"}
+            # Results written before this metric existed read back with NaNs for it.
+            arrays["relative_state_error"] = _from_json(data.get(
+                "relative_state_error", [None] * len(data["mae"])))
             pairs = {key: np.asarray([_from_json(row) for row in data[key]]) if key in data
                      else None for key in ("pair_error", "pair_spread")}
             return cls(horizon=int(data["horizon"]), num_samples=int(data["num_samples"]),
@@ -427,7 +436,7 @@ def open_loop_fidelity(model: Any, episodes: Sequence[Mapping[str, np.ndarray]],
     image_scale = 255.0 if obs_dtype == torch.uint8 else 1.0
     N = len(windows_obs)
     per_pair: dict[str, list[np.ndarray]] = {k: [] for k in (
-        "abs", "sq", "nerr", "enorm", "change", "spread", "nspread")}
+        "abs", "sq", "nerr", "enorm", "change", "snorm", "spread", "nspread")}
     for lo in range(0, N, int(batch_size)):
         real = np.stack(windows_obs[lo:lo + batch_size])  # [b, H + 1, *obs]
         acts = torch.as_tensor(np.stack(windows_act[lo:lo + batch_size]), device=device)
@@ -445,6 +454,7 @@ def open_loop_fidelity(model: Any, episodes: Sequence[Mapping[str, np.ndarray]],
         per_pair["nerr"].append(np.sqrt(((err / scale) ** 2).mean(-1)))
         per_pair["enorm"].append(np.linalg.norm(err, axis=-1))
         per_pair["change"].append(np.linalg.norm(truth[:, 1:] - truth[:, :1], axis=-1))
+        per_pair["snorm"].append(np.linalg.norm(truth[:, 1:], axis=-1))
         per_pair["spread"].append(std.mean(-1))
         per_pair["nspread"].append((std / scale).mean(-1))
         if on_batch is not None:
@@ -455,6 +465,9 @@ def open_loop_fidelity(model: Any, episodes: Sequence[Mapping[str, np.ndarray]],
         ratio = np.where(change > 0, enorm / np.where(change > 0, change, 1.0),
                          np.where(enorm > 0, np.inf, 0.0))
         pooled = enorm.sum(0) / change.sum(0)
+        snorm = pairs["snorm"]
+        state_ratio = np.where(snorm > 0, enorm / np.where(snorm > 0, snorm, 1.0),
+                               np.where(enorm > 0, np.inf, 0.0))
     mse = pairs["sq"].mean(0)
     nerr, nspread = pairs["nerr"], pairs["nspread"]
     return FidelityResult(
@@ -463,6 +476,7 @@ def open_loop_fidelity(model: Any, episodes: Sequence[Mapping[str, np.ndarray]],
         mae=pairs["abs"].mean(0), mse=mse, rmse=np.sqrt(mse),
         normalized_rmse=np.sqrt((nerr ** 2).mean(0)),
         relative_error=np.median(ratio, axis=0), relative_error_pooled=pooled,
+        relative_state_error=np.median(state_ratio, axis=0),
         spread=pairs["spread"].mean(0), normalized_spread=nspread.mean(0),
         spearman_per_h=np.asarray([spearman(nspread[:, h], nerr[:, h]) for h in range(H)]),
         spearman=spearman(nspread, nerr), pair_error=nerr, pair_spread=nspread,

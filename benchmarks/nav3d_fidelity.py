@@ -1,0 +1,173 @@
+"""Open-loop fidelity of four dynamics families on worldflux/Nav3D-v0, in and out of distribution.
+
+Per seed: 40 training episodes of a slow, noisy scripted flight (so episodes are long enough for
+50-step rollouts and cover the arena), then the same training recipe (the MPC agent's bootstrap
++ held-out early stopping) for four families that differ only in their uncertainty model:
+
+* ``mlp``: one deterministic MLP;  ``ensemble-mlp``: 5 deterministic bootstrapped members;
+* ``gaussian``: one Gaussian MLP (NLL);  ``pets``: 5 Gaussian members (epistemic + aleatoric).
+
+Held-out episodes (other seeds, same policy) measure the error at every horizon 1..50, the
+relative error in two forms (median over starts): against the true change from the start,
+``||pred - real|| / ||real - start||`` (strict), and against the true observation,
+``||pred - real|| / ||real||`` (the textbook form), and the Spearman rank
+correlation between predicted spread and real error; an out-of-distribution split repeats it with
+a heavier body and wind (``mass_scale=1.3, wind=(3, 0, 0)``). Targets (issue: uncertainty-aware
+MPC): ensemble spread-vs-error rho >= 0.7; relative error < 10% over 20+ steps; the stochastic
+model more robust out of distribution than the deterministic one (ratio reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+from benchmarks.common import plot_path, write_result
+
+VARIANTS = {
+    "mlp": {"model.ensemble_size": "1", "model.stochastic": "false"},
+    "ensemble-mlp": {"model.stochastic": "false"},
+    "gaussian": {"model.ensemble_size": "1"},
+    "pets": {},
+}
+OOD = {"mass_scale": 1.3, "wind": (3.0, 0.0, 0.0)}
+ENV = "worldflux/Nav3D-v0"
+
+
+def slow_noisy_policy(seed: int, max_speed: float = 0.8, noise: float = 0.35):
+    from worldflux.envs.nav3d import scripted_action
+
+    rng = np.random.default_rng(seed)
+
+    def act(obs):
+        action = scripted_action(np.asarray(obs)[None], max_speed=max_speed)[0]
+        return np.clip(action + noise * rng.standard_normal(3), -1, 1).astype(np.float32)
+
+    return act
+
+
+class _Episodes:
+    """``all_transitions`` over episode dicts, as the agent's training round reads a buffer."""
+
+    def __init__(self, episodes):
+        obs, act, rew, nxt = [], [], [], []
+        for ep in episodes:
+            obs.append(ep["obs"][:-1])
+            nxt.append(ep["obs"][1:])
+            act.append(ep["actions"][1:])
+            rew.append(ep["rewards"][1:])
+        self.data = [np.concatenate(x) for x in (obs, act, rew, nxt)]
+
+    def all_transitions(self):
+        obs, act, rew, nxt = self.data
+        return obs, act, rew, nxt, np.zeros(len(obs), bool)
+
+
+def run_seed(seed: int, episodes: int, heldout: int, horizon: int) -> dict:
+    import torch
+
+    from worldflux.agents import build_agent
+    from worldflux.core.spec import ActionSpec, ObservationSpec
+    from worldflux.evaluation import collect_episodes, ood_split, open_loop_fidelity
+
+    torch.manual_seed(seed)
+    train_eps = collect_episodes(ENV, slow_noisy_policy(seed), episodes, seed=1000 * seed)
+    held_seed = 20_000 + 1000 * seed
+    held_eps = collect_episodes(ENV, slow_noisy_policy(seed + 100), heldout, seed=held_seed)
+    data = _Episodes(train_eps)
+    models, fits = {}, {}
+    for name, overrides in VARIANTS.items():
+        agent = build_agent("pets", ObservationSpec((12,)), ActionSpec(3),
+                            device=torch.device("cpu"), seed=seed,
+                            overrides={"max_epochs": "60", "patience": "8", **overrides})
+        t0 = time.time()
+        fits[name] = {k: v for k, v in agent.train_model(data).items()
+                      if not k.startswith("model/nll_member")}
+        fits[name]["seconds"] = round(time.time() - t0, 1)
+        models[name] = agent.model.eval()
+    fidelity = {name: open_loop_fidelity(model, held_eps, horizon=horizon, num_samples=10,
+                                         starts_per_episode=8, seed=seed)
+                for name, model in models.items()}
+    ood = ood_split(models, ENV, OOD, policy=slow_noisy_policy(seed + 100), episodes=heldout,
+                    seed=held_seed, horizon=horizon, num_samples=10, starts_per_episode=8,
+                    fidelity_seed=seed)
+    summary = {}
+    for name, result in fidelity.items():
+        summary[name] = {
+            "spearman_spread_error": _num(result.spearman),
+            "steps_under_10pct_relative_error": int(result.horizon_under(0.1)),
+            "relative_error_h20": _num(result.at("relative_error", 20)),
+            "steps_under_10pct_relative_state_error":
+                int(result.horizon_under(0.1, "relative_state_error")),
+            "relative_state_error_h20": _num(result.at("relative_state_error", 20)),
+            "relative_error_h50": _num(result.at("relative_error", horizon)),
+            "normalized_rmse_h20": _num(result.at("normalized_rmse", 20)),
+            "ood_robustness_ratio": _num(ood.robustness_ratio(name)),
+        }
+    summary["ood_pets_vs_ensemble_mlp"] = ood.compare("pets", "ensemble-mlp")
+    summary["ood_gaussian_vs_mlp"] = ood.compare("gaussian", "mlp")
+    return {"summary": summary, "fits": fits,
+            "fidelity": {k: v.to_dict() for k, v in fidelity.items()}, "ood": ood.to_dict(),
+            "train_transitions": int(len(data.data[0])),
+            "heldout_episode_lengths": [int(len(e["rewards"]) - 1) for e in held_eps]}
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks nav3d_fidelity")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--episodes", type=int, default=40)
+    parser.add_argument("--heldout", type=int, default=8)
+    parser.add_argument("--horizon", type=int, default=50)
+    args = parser.parse_args(argv)
+    started = time.time()
+    from worldflux.evaluation import plot_fidelity
+    from worldflux.evaluation.fidelity import FidelityResult
+
+    results = {}
+    for seed in args.seeds:
+        results[seed] = run_seed(seed, args.episodes, args.heldout, args.horizon)
+        print(seed, json.dumps(results[seed]["summary"], default=str)[:2000])
+    plot_fidelity({k: FidelityResult.from_dict(v)
+                   for k, v in results[args.seeds[0]]["fidelity"].items()},
+                  plot_path("nav3d_fidelity"))
+
+    def mean(name, key):
+        vals = [results[s]["summary"][name][key] for s in results]
+        vals = [v for v in vals if v is not None]
+        return statistics.mean(vals) if vals else None
+
+    table = {name: {key: mean(name, key) for key in results[args.seeds[0]]["summary"][name]}
+             for name in VARIANTS}
+    ood_abs = statistics.mean(results[s]["summary"]["ood_pets_vs_ensemble_mlp"]
+                              ["ood_rmse_a_over_b"] for s in results)
+    payload = {
+        "task": ENV, "seeds": args.seeds, "train_episodes": args.episodes,
+        "heldout_episodes": args.heldout, "horizon": args.horizon, "ood_options": OOD,
+        "mean_over_seeds": table,
+        "ood_rmse_pets_over_ensemble_mlp": ood_abs,
+        "targets": {
+            "pets spread-vs-error rho >= 0.7": (table["pets"]["spearman_spread_error"] or 0) >= 0.7,
+            "pets relative error (vs the true change from the start) < 10% over 20+ steps":
+                table["pets"]["steps_under_10pct_relative_error"] >= 20,
+            "pets relative error (vs the true observation) < 10% over 20+ steps":
+                table["pets"]["steps_under_10pct_relative_state_error"] >= 20,
+            "stochastic ensemble lower OOD error than deterministic ensemble": ood_abs < 1.0,
+        },
+        "by_seed": {s: r["summary"] for s, r in results.items()},
+        "fits_by_seed": {s: r["fits"] for s, r in results.items()},
+        "details_seed0": {"fidelity": results[args.seeds[0]]["fidelity"],
+                          "ood": results[args.seeds[0]]["ood"]},
+    }
+    path = write_result("nav3d_fidelity", payload, started)
+    print(json.dumps({"mean_over_seeds": table, "targets": payload["targets"],
+                      "ood_rmse_pets_over_ensemble_mlp": ood_abs}, indent=2, default=str))
+    print(f"wrote {path}")
