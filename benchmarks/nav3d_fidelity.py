@@ -38,16 +38,10 @@ OOD = {"mass_scale": 1.3, "wind": (3.0, 0.0, 0.0)}
 ENV = "worldflux/Nav3D-v0"
 
 
-def slow_noisy_policy(seed: int, max_speed: float = 0.8, noise: float = 0.35):
-    from worldflux.envs.nav3d import scripted_action
+def slow_noisy_policy(seed: int):
+    from worldflux.envs.nav3d import noisy_scripted_policy
 
-    rng = np.random.default_rng(seed)
-
-    def act(obs):
-        action = scripted_action(np.asarray(obs)[None], max_speed=max_speed)[0]
-        return np.clip(action + noise * rng.standard_normal(3), -1, 1).astype(np.float32)
-
-    return act
+    return noisy_scripted_policy(seed, max_speed=0.8, noise=0.35)
 
 
 class _Episodes:

@@ -172,3 +172,23 @@ def test_python_dash_m_worldflux_runs():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert worldflux.__version__ in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs_the_nav3d_pipeline_end_to_end_on_a_tiny_budget(monkeypatch, tmp_path):
+    import worldflux.training.demo as demo
+
+    monkeypatch.setattr(demo, "DEMO_STEPS", 430)
+    monkeypatch.setattr(demo, "DEMO_EVAL_EPISODES", 2)
+    monkeypatch.setattr(demo, "DEMO_FIDELITY_EPISODES", 2)
+    monkeypatch.setattr(demo, "DEMO_FIDELITY_HORIZON", 10)
+    monkeypatch.setattr(demo, "DEMO_AGENT_OVERRIDES", {
+        **demo.DEMO_AGENT_OVERRIDES, "planner.population": "40", "planner.elites": "5",
+        "planner.iterations": "2", "num_particles": "8", "model.hidden_size": "64"})
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    for label in ("random actions", "scripted controller", "risk-neutral", "risk-averse"):
+        assert label in result.output
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert "Policies on the same evaluation episodes" in report and "data:image/png" in report
+    assert "open-loop fidelity" in result.output

@@ -365,7 +365,8 @@ def demo(
     progress: Annotated[bool, typer.Option(
         "--progress/--no-progress", help="Show a progress bar (only on a terminal).")] = True,
 ) -> None:
-    """Train PETS on Pendulum for a few minutes and compare it with random actions."""
+    """Uncertainty-aware MPC on Nav3D: train PETS, compare risk-neutral and risk-averse planning
+    with baselines, measure open-loop fidelity, write RUN_DIR/report.html (a few minutes)."""
     from worldflux.training.demo import run_demo
 
     with _user_errors():

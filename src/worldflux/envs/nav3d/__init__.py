@@ -32,7 +32,12 @@ from worldflux.envs.nav3d.config import (
     VELOCITY_SLICE,
     Nav3DConfig,
 )
-from worldflux.envs.nav3d.controller import evaluate_policy, random_policy, scripted_action
+from worldflux.envs.nav3d.controller import (
+    evaluate_policy,
+    noisy_scripted_policy,
+    random_policy,
+    scripted_action,
+)
 from worldflux.envs.nav3d.env import Nav3DEnv
 from worldflux.envs.nav3d.reward import make_reward_fn, reward_fn
 
@@ -42,7 +47,7 @@ ENV_ID = "worldflux/Nav3D-v0"
 __all__ = [
     "ACTION_DIM", "ENV_ID", "GOAL_SLICE", "OBSTACLE_SLICE", "OBS_DIM", "OBS_NAMES",
     "POSITION_SLICE", "VELOCITY_SLICE", "Nav3DBatch", "Nav3DConfig", "Nav3DEnv",
-    "evaluate_policy", "make_reward_fn", "random_policy", "reward_fn", "scripted_action",
+    "evaluate_policy", "make_reward_fn", "noisy_scripted_policy", "random_policy", "reward_fn", "scripted_action",
 ]
 
 if ENV_ID not in gymnasium.registry:

@@ -34,7 +34,7 @@ from worldflux.envs.nav3d.config import (
     Nav3DConfig,
 )
 
-__all__ = ["evaluate_policy", "random_policy", "scripted_action"]
+__all__ = ["evaluate_policy", "noisy_scripted_policy", "random_policy", "scripted_action"]
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -82,6 +82,22 @@ def scripted_action(obs: np.ndarray, config: Nav3DConfig | None = None, *,
     force = mass * velocity_gain * (desired - velocity) + cfg.drag * desired
     force[:, 2] += mass * cfg.gravity
     return np.clip(force / cfg.max_force, -1.0, 1.0)
+
+
+def noisy_scripted_policy(seed: int = 0, *, max_speed: float = 0.8, noise: float = 0.35,
+                          config: Nav3DConfig | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """One observation ``[12]`` -> action ``[3]``: the scripted controller flying slowly
+    (``max_speed`` m/s) with Gaussian action noise (std ``noise``), clipped to ``[-1, 1]``.
+
+    Long, varied episodes that cover the arena: data for fitting and testing world models.
+    """
+    rng = np.random.default_rng(seed)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        action = scripted_action(np.asarray(obs)[None], config, max_speed=max_speed)[0]
+        return np.clip(action + noise * rng.standard_normal(3), -1.0, 1.0).astype(np.float32)
+
+    return act
 
 
 def random_policy(seed: int = 0) -> Policy:
