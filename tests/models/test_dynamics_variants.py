@@ -90,6 +90,7 @@ def test_deterministic_loss_is_mse_with_per_member_metrics():
     torch.testing.assert_close(out.loss.detach(), expected.sum())
     assert set(out.components) == {"mse"}
     assert "nll" not in out.metrics and not any(k.startswith("nll_member") for k in out.metrics)
+    assert out.metrics["loss"] == pytest.approx(float(expected.sum()), rel=1e-5)
     for i in range(3):
         assert out.metrics[f"mse_member_{i}"] == pytest.approx(float(expected[i]), rel=1e-5)
     assert out.metrics["mse_normalized"] == pytest.approx(float(expected.mean()), rel=1e-5)

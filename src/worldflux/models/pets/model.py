@@ -158,7 +158,8 @@ class PETSModel(WorldModel):
 
         Stochastic members: Gaussian NLL plus the log-variance bound term; metrics ``nll``,
         ``nll_member_i``. Deterministic members: MSE of the mean; metrics ``mse``. Both report
-        ``mse_normalized`` (mean over members) and ``mse_member_i`` in normalised target units.
+        ``loss``, ``mse_normalized`` (mean over members) and ``mse_member_i`` in normalised
+        target units.
         """
         if not self.config.stochastic:
             mean, _ = self._predict(torch.cat([obs, action], -1))
@@ -166,7 +167,8 @@ class PETSModel(WorldModel):
             mse = (mean - target).pow(2).mean((1, 2))  # [E]
             loss = mse.sum()
             detached = mse.detach()
-            metrics = {"mse": float(detached.mean()), "mse_normalized": float(detached.mean())}
+            metrics = {"loss": float(detached.sum()), "mse": float(detached.mean()),
+                       "mse_normalized": float(detached.mean())}
             metrics.update({f"mse_member_{i}": float(v) for i, v in enumerate(detached)})
             return LossOutput(loss, {"mse": loss}, metrics)
         mean, logvar = self.predict_normalized(torch.cat([obs, action], -1))
@@ -175,7 +177,8 @@ class PETSModel(WorldModel):
         bound = self.config.logvar_bound_coef * (self.max_logvar.sum() - self.min_logvar.sum())
         loss = nll.sum() + bound
         mse = (mean.detach() - target).pow(2).mean((1, 2))
-        metrics = {"nll": float(nll.detach().mean()), "mse_normalized": float(mse.mean())}
+        metrics = {"nll": float(nll.detach().mean()), "mse_normalized": float(mse.mean()),
+                   "loss": float(loss.detach())}
         metrics.update({f"nll_member_{i}": float(v) for i, v in enumerate(nll.detach())})
         metrics.update({f"mse_member_{i}": float(v) for i, v in enumerate(mse)})
         return LossOutput(loss, {"nll": nll.sum(), "logvar_bound": bound}, metrics)
