@@ -23,9 +23,10 @@ from benchmarks.common import plot_path, pyplot, write_result
 from benchmarks.learning import read_run, run_seeds
 
 TRAIN = {"env": "worldflux/Nav3D-v0", "eval_every": 0, "tensorboard": False}
-AGENT = {"reward_source": "env", "planner.name": "cem", "planner.population": "200",
-         "planner.elites": "20", "planner.iterations": "4", "planner.horizon": "15",
+AGENT = {"reward_source": "env", "planner.name": "cem", "planner.population": "150",
+         "planner.elites": "15", "planner.iterations": "3", "planner.horizon": "15",
          "num_particles": "20", "seed_steps": "400"}
+"""The demo's settings (worldflux.training.demo): two random episodes, then CEM 150 x 3."""
 
 
 def _evaluate_measures(run_dir: Path, episodes: int, measures: dict[str, dict[str, str]],
@@ -61,8 +62,8 @@ def _evaluate_measures(run_dir: Path, episodes: int, measures: dict[str, dict[st
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks nav3d_mpc")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=1200)
-    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--eval-episodes", type=int, default=15)
     parser.add_argument("--risk", default="cvar", help="risk-averse measure to compare")
     parser.add_argument("--alpha", type=float, default=0.2)
     parser.add_argument("--lam", type=float, default=1.0)
