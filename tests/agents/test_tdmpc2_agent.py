@@ -191,6 +191,24 @@ def test_updates_change_the_model_policy_and_targets_in_their_own_optimisers():
     assert agent.amp.max_grad_norm == 20.0
 
 
+def test_pixel_observations_train_and_plan():
+    agent = build_agent("tdmpc2", ObservationSpec((3, 64, 64), "uint8"), ActionSpec(2),
+                        device=torch.device("cpu"), seed=0,
+                        overrides={**TINY, "model.model_size": "5", "model.latent_dim": "512",
+                                   "model.num_q": "2", "batch_size": "4"})
+    rng = np.random.default_rng(0)
+    buffer = ReplayBuffer(100, obs_shape=(3, 64, 64), action_dim=2, seed=0)
+    for t in range(30):
+        buffer.add(rng.integers(0, 256, (3, 64, 64), dtype=np.uint8),
+                   rng.uniform(-1, 1, 2).astype(np.float32), float(t), False, False,
+                   is_first=t == 0)
+    metrics = agent.train_step(buffer)
+    assert all(math.isfinite(v) for v in metrics.values())
+    agent.env_steps = 10**6
+    action = agent.act(rng.integers(0, 256, (3, 64, 64), dtype=np.uint8), explore=True)
+    assert action.shape == (2,) and np.all(np.abs(action) <= 1)
+
+
 # -- exact resume ------------------------------------------------------------------------------------
 def _trajectory(agent, buffer, steps):
     out = []
