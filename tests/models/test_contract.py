@@ -52,6 +52,8 @@ SMALL_CASES: dict[str, FamilyCase] = {
     "latent-conv": FamilyCase((3, 64, 64), 2, {"conv_depth": 4, "latent_size": 8,
                                                "dynamics_hidden_size": 32}),
     "linear-gaussian": FamilyCase((4,), 2, {}),
+    "tdmpc2": FamilyCase((4,), 2, {"model_size": 1, "enc_dim": 32, "mlp_dim": 32,
+                                   "latent_dim": 16}),
 }
 DEFAULT_CASE = FamilyCase()
 B, T = 3, 4

@@ -14,10 +14,10 @@ from worldflux.models.pets import (
     PETSConfig,
     PETSModel,
 )
-from worldflux.models.tdmpc2 import TDMPC2Config, TDMPC2Model  # noqa: F401
+from worldflux.models.tdmpc2 import TDMPC2Config, TDMPC2Model
 
 __all__ = [
     "DeterministicEnsembleModel", "GaussianMLPModel", "LatentConfig", "LatentConvModel",
     "LatentMLPModel", "LatentModel", "LatentVAEModel", "MLPDynamicsModel", "PETSConfig",
-    "PETSModel",
+    "PETSModel", "TDMPC2Config", "TDMPC2Model",
 ]
