@@ -229,7 +229,8 @@ class LatentModel(WorldModel):
         scale = self.delta_norm.std + self.delta_norm.eps
         predicted = source + mean * scale + self.delta_norm.mean  # next latent [E, N, Z]
         # Errors in units of this batch's latent-change scale: the loss stays a relative error
-        # while the encoder (and so the latent scale) moves; targets carry no batch noise.
+        # while the encoder (and so the latent scale) moves. The outputs keep the running scale
+        # (a per-batch output scale measurably worsened predictions: label noise).
         err = (predicted - target) / loss_scale
         per_dim = err.detach().pow(2).mean(1)  # [E, Z]
         mse_member = per_dim.mean(1)
