@@ -92,6 +92,7 @@ def make_model(family: str) -> WorldModel:
 
 @pytest.fixture(params=FAMILIES)
 def model(request) -> WorldModel:
+    torch.manual_seed(0)  # the same initial weights whatever ran before in this worker
     return make_model(request.param)
 
 
