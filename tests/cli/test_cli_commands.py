@@ -191,4 +191,5 @@ def test_demo_runs_the_nav3d_pipeline_end_to_end_on_a_tiny_budget(monkeypatch, t
         assert label in result.output
     report = (tmp_path / "demo" / "report.html").read_text()
     assert "Policies on the same evaluation episodes" in report and "data:image/png" in report
+    assert "data:image/gif" in report  # a flight, real next to imagined
     assert "open-loop fidelity" in result.output

@@ -97,8 +97,11 @@ def run_demo(console: Console, *, out_dir: str | os.PathLike | None = None,
     _require_agent(DEMO_AGENT)
     run_dir = Path(out_dir) if out_dir is not None else (
         DEMO_RUNS_ROOT / f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    # video_every: the final evaluation also writes GIFs (a flight, and the model's imagination
+    # next to it) that the report embeds.
     config = TrainConfig(env=DEMO_ENV, steps=DEMO_STEPS, seed=DEMO_SEED,
-                         eval_episodes=DEMO_EVAL_EPISODES, tensorboard=False)
+                         eval_episodes=DEMO_EVAL_EPISODES, tensorboard=False,
+                         video_every=DEMO_STEPS)
     console.print(f"[bold]worldflux demo[/]: PETS + CEM on {DEMO_ENV} (state observations) for "
                   f"{DEMO_STEPS} steps, then risk-neutral vs risk-averse planning, open-loop "
                   f"fidelity and a report; run directory {run_dir}")
