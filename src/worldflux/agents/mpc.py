@@ -281,8 +281,8 @@ class MPCAgent(Agent):
                 self.scheduler.step()
                 self.optimizer_steps += 1
                 metrics = out.metrics
-                # Stochastic families report the NLL, deterministic ones the MSE.
-                fit = metrics.get("nll", metrics.get("mse", 0.0))
+                # Stochastic raw families report the NLL; every family reports its total loss.
+                fit = metrics.get("nll", metrics.get("loss", metrics.get("mse", 0.0)))
                 nll_sum, nll_count = nll_sum + fit, nll_count + 1
             if nll_count:
                 epoch_nll.append(nll_sum / nll_count)
