@@ -99,7 +99,8 @@ class MixedPrecision:
         named = [(n, p) for n, p in named_parameters if p.grad is not None]
         if self.scaler.is_enabled():
             self.scaler.unscale_(optimizer)
-            finite = all(bool(torch.isfinite(p.grad).all()) for _, p in named)
+            norm = torch.nn.utils.get_total_norm([p.grad for _, p in named]) if named else None
+            finite = norm is None or bool(torch.isfinite(norm))  # one sync, not one per tensor
             if not finite and self.scaler.get_scale() >= 1.0:
                 self.scaler.step(optimizer)  # skipped by the scaler, which lowers its scale
                 self.scaler.update()

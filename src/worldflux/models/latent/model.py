@@ -30,6 +30,12 @@ from worldflux.core.types import Batch, LossOutput, ModelOutput, State
 from worldflux.models.latent.config import LatentConfig
 from worldflux.models.latent.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from worldflux.nn import EnsembleMLP, Normalizer, gaussian_nll, soft_bound_logvar
+from worldflux.nn.particles import (
+    particle_actions,
+    particle_returns_by_sequence,
+    ts1_restore,
+    ts1_shuffle,
+)
 
 RewardFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 """Known reward on decoded observations ``(obs [N, *obs], action [N, A], next_obs) -> [N]``."""
@@ -322,9 +328,6 @@ class LatentModel(WorldModel):
                               "function on decoded observations")
         N, H, A = action_sequences.shape
         E, Z, K = self.config.ensemble_size, self.latent_size, num_particles
-        R = N * K
-        M = -(-R // E)  # rows per member, padded
-        pad = M * E - R
         z0 = self._planning_latent(obs)
         weights = self.dynamics.fast_weights(dtype)
         reward_weights = self.reward_head.fast_weights(dtype) if reward_fn is None else None
@@ -333,20 +336,15 @@ class LatentModel(WorldModel):
         r_mean, r_std = self.reward_norm.mean, self.reward_norm.std + self.reward_norm.eps
         stochastic = self.config.stochastic
         min_lv, max_lv = (self.min_logvar[0], self.max_logvar[0]) if stochastic else (None, None)
-        # Row r = n * K + k; under TS-inf row r stays on member r % E: layout [E, M].
-        acts = action_sequences.unsqueeze(1).expand(N, K, H, A).reshape(R, H, A)
-        if pad:
-            acts = torch.cat([acts, acts[:pad]], 0)
-        acts = acts.view(M, E, H, A).permute(2, 1, 0, 3).contiguous().float()  # [H, E, M, A]
+        acts = particle_actions(action_sequences, K, E).float()  # [H, E, M, A]
+        M = acts.shape[2]
         state = z0.reshape(1, 1, Z).expand(E, M, Z).contiguous()
         returns = torch.zeros(E, M, device=obs.device)
         scale = 1.0
         for t in range(H):
             action = acts[t]
             if propagation == "ts1":
-                perm = torch.randperm(E * M, generator=generator, device=obs.device)
-                state = state.reshape(E * M, Z)[perm].view(E, M, Z)
-                action = action.reshape(E * M, A)[perm].view(E, M, A)
+                state, action, perm = ts1_shuffle(state, action, generator)
             normed = (state - lat_mean) / lat_std
             x = torch.cat([normed, action], -1)
             if propagation == "expectation":
@@ -372,15 +370,11 @@ class LatentModel(WorldModel):
                                                          head_in.reshape(1, E * M, -1))
                 reward = head_out.float().view(E, M) * r_std[0] + r_mean[0]
             if propagation == "ts1":
-                inverse = torch.empty_like(perm)
-                inverse[perm] = torch.arange(perm.numel(), device=perm.device)
-                next_state = next_state.reshape(E * M, Z)[inverse].view(E, M, Z)
-                reward = reward.reshape(E * M)[inverse].view(E, M)
+                next_state, reward = ts1_restore(perm, next_state, reward)
             returns += scale * reward
             scale *= discount
             state = next_state
-        flat = returns.transpose(0, 1).reshape(-1)[:R]  # back to row order r = n * K + k
-        return flat.view(N, K)
+        return particle_returns_by_sequence(returns, N, K)
 
     @torch.no_grad()
     def imagine(self, obs: Tensor, actions: Tensor, num_samples: int, *,

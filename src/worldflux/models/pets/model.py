@@ -25,6 +25,12 @@ from worldflux.core.spec import ActionSpec, IOContract, ObservationSpec, standar
 from worldflux.core.types import Batch, LossOutput, ModelOutput, State
 from worldflux.models.pets.config import PETSConfig
 from worldflux.nn import EnsembleMLP, Normalizer, gaussian_nll, soft_bound_logvar
+from worldflux.nn.particles import (
+    particle_actions,
+    particle_returns_by_sequence,
+    ts1_restore,
+    ts1_shuffle,
+)
 
 RewardFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 """Known reward ``(obs [N, D], action [N, A], next_obs [N, D]) -> [N]``."""
@@ -214,28 +220,20 @@ class PETSModel(WorldModel):
         propagation = propagation or self.config.propagation
         N, H, A = action_sequences.shape
         E, D, K = self.config.ensemble_size, self.obs_dim, num_particles
-        R = N * K
-        M = -(-R // E)  # rows per member, padded
-        pad = M * E - R
         weights = self.net.fast_weights(dtype)
         in_mean, in_std = self.input_norm.mean, self.input_norm.std + self.input_norm.eps
         out_mean, out_std = self.target_norm.mean, self.target_norm.std + self.target_norm.eps
         stochastic = self.config.stochastic
         min_lv, max_lv = (self.min_logvar[0], self.max_logvar[0]) if stochastic else (None, None)
-        # Row r = n * K + k; under TS-inf row r stays on member r % E: layout [E, M].
-        acts = action_sequences.unsqueeze(1).expand(N, K, H, A).reshape(R, H, A)
-        if pad:
-            acts = torch.cat([acts, acts[:pad]], 0)
-        acts = acts.view(M, E, H, A).permute(2, 1, 0, 3).contiguous()  # [H, E, M, A]
+        acts = particle_actions(action_sequences, K, E)  # [H, E, M, A]
+        M = acts.shape[2]
         state = obs.reshape(1, 1, D).expand(E, M, D).contiguous()
         returns = torch.zeros(E, M, device=obs.device)
         scale = 1.0
         for t in range(H):
             action = acts[t]
             if propagation == "ts1":
-                perm = torch.randperm(E * M, generator=generator, device=obs.device)
-                state = state.reshape(E * M, D)[perm].view(E, M, D)
-                action = action.reshape(E * M, A)[perm].view(E, M, A)
+                state, action, perm = ts1_shuffle(state, action, generator)
             x = (torch.cat([state, action], -1) - in_mean) / in_std
             if propagation == "expectation":
                 x = x.reshape(1, E * M, D + A).expand(E, -1, -1)
@@ -258,16 +256,11 @@ class PETSModel(WorldModel):
             else:
                 reward = mean[..., D] * out_std[D] + out_mean[D]
             if propagation == "ts1":
-                # Undo the permutation so that rows keep their sequence identity.
-                inverse = torch.empty_like(perm)
-                inverse[perm] = torch.arange(perm.numel(), device=perm.device)
-                next_state = next_state.reshape(E * M, D)[inverse].view(E, M, D)
-                reward = reward.reshape(E * M)[inverse].view(E, M)
+                next_state, reward = ts1_restore(perm, next_state, reward)
             returns += scale * reward
             scale *= discount
             state = next_state
-        flat = returns.transpose(0, 1).reshape(-1)[:R]  # back to row order r = n * K + k
-        return flat.view(N, K)
+        return particle_returns_by_sequence(returns, N, K)
 
     # -- evaluation: open-loop imagination and one-step uncertainty ------------------------------
     @torch.no_grad()
