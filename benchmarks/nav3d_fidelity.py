@@ -17,7 +17,14 @@ MPC): ensemble spread-vs-error rho >= 0.7; relative error < 10% over 20+ steps; 
 model more robust out of distribution than the deterministic one (ratio reported). The
 held-out flights are also replayed without gusts (``gust_std=0``, same starts and policy seeds):
 the env's own noise sets a floor under any open-loop error, and the calm split shows how much of
-the error is the model's.
+the error is the model's. That floor is measured too (``oracle``): from each held-out start the
+real env flies the same actions under 64 gust draws, and the mean of those flights is the best
+any predictor of the mean can do; its relative error against the recorded flight is what no
+model can beat.
+
+``--obstacle-observation each`` (default) observes the offset to every obstacle (smooth along
+a flight); ``nearest`` the env's default nearest-obstacle offset, which jumps when another
+obstacle becomes the nearest (that jump dominated the open-loop error in the first runs).
 """
 
 from __future__ import annotations
@@ -41,10 +48,39 @@ OOD = {"mass_scale": 1.3, "wind": (3.0, 0.0, 0.0)}
 ENV = "worldflux/Nav3D-v0"
 
 
-def slow_noisy_policy(seed: int):
+def slow_noisy_policy(seed: int, config=None):
     from worldflux.envs.nav3d import noisy_scripted_policy
 
-    return noisy_scripted_policy(seed, max_speed=0.8, noise=0.35)
+    return noisy_scripted_policy(seed, max_speed=0.8, noise=0.35, config=config)
+
+
+def oracle_floor(episodes, options: dict, horizon: int, *, draws: int = 64,
+                 starts_per_episode: int = 8, seed: int = 0) -> np.ndarray:
+    """``[H]`` median relative state error of the env's own mean flight (``draws`` gust draws
+    from the recorded start state, the recorded actions) against the recorded flight."""
+    from worldflux.envs.nav3d.batch import Nav3DBatch
+    from worldflux.envs.nav3d.config import Nav3DConfig
+    from worldflux.evaluation.fidelity import _starts
+
+    config = Nav3DConfig().replace(**options)
+    rng = np.random.default_rng(seed)
+    ratios = []
+    for ep in episodes:
+        obs, actions = np.asarray(ep["obs"], np.float64), np.asarray(ep["actions"])
+        for s in _starts(obs.shape[0], horizon, starts_per_episode):
+            world = Nav3DBatch(draws, config, seed=0)
+            world.reset(seed=0)  # the fixed layout; the state is then set to the start
+            world.position[:] = obs[s, 0:3]
+            world.velocity[:] = obs[s, 3:6]
+            world.goal[:] = obs[s, 0:3] + obs[s, 6:9]
+            world._distance[:] = np.linalg.norm(obs[s, 6:9])
+            world.keys[:] = rng.integers(0, 2**63, size=draws, dtype=np.int64).astype(np.uint64)
+            flights = np.stack([world.step(np.repeat(actions[s + 1 + t][None], draws, 0))[0]
+                                for t in range(horizon)], 1)  # [draws, H, D]
+            truth = obs[s + 1:s + 1 + horizon]
+            err = np.linalg.norm(flights.mean(0) - truth, axis=-1)
+            ratios.append(err / np.linalg.norm(truth, axis=-1))
+    return np.median(np.asarray(ratios), axis=0)
 
 
 class _Episodes:
@@ -64,21 +100,27 @@ class _Episodes:
         return obs, act, rew, nxt, np.zeros(len(obs), bool)
 
 
-def run_seed(seed: int, episodes: int, heldout: int, horizon: int) -> dict:
+def run_seed(seed: int, episodes: int, heldout: int, horizon: int,
+             obstacle_observation: str = "each") -> dict:
     import torch
 
     from worldflux.agents import build_agent
     from worldflux.core.spec import ActionSpec, ObservationSpec
+    from worldflux.envs.nav3d.config import Nav3DConfig
     from worldflux.evaluation import collect_episodes, ood_split, open_loop_fidelity
 
+    options = {"obstacle_observation": obstacle_observation}
+    config = Nav3DConfig().replace(**options)
     torch.manual_seed(seed)
-    train_eps = collect_episodes(ENV, slow_noisy_policy(seed), episodes, seed=1000 * seed)
+    train_eps = collect_episodes(ENV, slow_noisy_policy(seed, config), episodes,
+                                 seed=1000 * seed, env_options=options)
     held_seed = 20_000 + 1000 * seed
-    held_eps = collect_episodes(ENV, slow_noisy_policy(seed + 100), heldout, seed=held_seed)
+    held_eps = collect_episodes(ENV, slow_noisy_policy(seed + 100, config), heldout,
+                                seed=held_seed, env_options=options)
     data = _Episodes(train_eps)
     models, fits = {}, {}
     for name, overrides in VARIANTS.items():
-        agent = build_agent("pets", ObservationSpec((12,)), ActionSpec(3),
+        agent = build_agent("pets", ObservationSpec((config.obs_dim,)), ActionSpec(3),
                             device=torch.device("cpu"), seed=seed,
                             overrides={"max_epochs": "60", "patience": "8", **overrides})
         t0 = time.time()
@@ -90,15 +132,20 @@ def run_seed(seed: int, episodes: int, heldout: int, horizon: int) -> dict:
                                          starts_per_episode=8, seed=seed)
                 for name, model in models.items()}
     # The same flights without gusts: what the model gets wrong beyond the env's own noise.
-    calm_eps = collect_episodes(ENV, slow_noisy_policy(seed + 100), heldout, seed=held_seed,
-                                env_options={"gust_std": 0.0})
+    calm_eps = collect_episodes(ENV, slow_noisy_policy(seed + 100, config), heldout,
+                                seed=held_seed, env_options={**options, "gust_std": 0.0})
     calm = {name: open_loop_fidelity(model, calm_eps, horizon=horizon, num_samples=10,
                                      starts_per_episode=8, seed=seed)
             for name, model in models.items()}
-    ood = ood_split(models, ENV, OOD, policy=slow_noisy_policy(seed + 100), episodes=heldout,
-                    seed=held_seed, horizon=horizon, num_samples=10, starts_per_episode=8,
-                    fidelity_seed=seed)
-    summary = {}
+    ood = ood_split(models, ENV, {**OOD, **options}, policy=slow_noisy_policy(seed + 100, config),
+                    episodes=heldout, seed=held_seed, horizon=horizon, num_samples=10,
+                    starts_per_episode=8, fidelity_seed=seed, in_env_options=options)
+    floor = oracle_floor(held_eps, options, horizon, seed=seed)
+    summary = {"oracle": {
+        "relative_state_error_h20": _num(floor[19]) if horizon >= 20 else None,
+        "steps_under_10pct_relative_state_error":
+            int(np.argmin(floor < 0.1)) if not (floor < 0.1).all() else int(horizon),
+        "relative_state_error": [_num(v) for v in floor]}}
     for name, result in fidelity.items():
         summary[name] = {
             "spearman_spread_error": _num(result.spearman),
@@ -114,6 +161,9 @@ def run_seed(seed: int, episodes: int, heldout: int, horizon: int) -> dict:
             "no_gusts_steps_under_10pct_relative_state_error":
                 int(calm[name].horizon_under(0.1, "relative_state_error")),
             "no_gusts_relative_error_h20": _num(calm[name].at("relative_error", 20)),
+            "no_gusts_spearman_spread_error": _num(calm[name].spearman),
+            "coverage_90_h20": _num(result.at("coverage_90", 20)),
+            "ood_coverage_90_mean": _num(np.mean(ood.out_of_distribution[name].coverage_90)),
         }
     summary["ood_pets_vs_ensemble_mlp"] = ood.compare("pets", "ensemble-mlp")
     summary["ood_gaussian_vs_mlp"] = ood.compare("gaussian", "mlp")
@@ -134,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--heldout", type=int, default=8)
     parser.add_argument("--horizon", type=int, default=50)
+    parser.add_argument("--obstacle-observation", choices=("each", "nearest"), default="each")
+    parser.add_argument("--name-suffix", default="")
     args = parser.parse_args(argv)
     started = time.time()
     from worldflux.evaluation import plot_fidelity
@@ -141,23 +193,25 @@ def main(argv: list[str] | None = None) -> None:
 
     results = {}
     for seed in args.seeds:
-        results[seed] = run_seed(seed, args.episodes, args.heldout, args.horizon)
+        results[seed] = run_seed(seed, args.episodes, args.heldout, args.horizon,
+                                 args.obstacle_observation)
         print(seed, json.dumps(results[seed]["summary"], default=str)[:2000])
     plot_fidelity({k: FidelityResult.from_dict(v)
                    for k, v in results[args.seeds[0]]["fidelity"].items()},
-                  plot_path("nav3d_fidelity"))
+                  plot_path("nav3d_fidelity" + args.name_suffix))
 
     def mean(name, key):
         vals = [results[s]["summary"][name][key] for s in results]
         vals = [v for v in vals if v is not None]
         return statistics.mean(vals) if vals else None
 
-    table = {name: {key: mean(name, key) for key in results[args.seeds[0]]["summary"][name]}
-             for name in VARIANTS}
+    table = {name: {key: mean(name, key) for key in results[args.seeds[0]]["summary"][name]
+                    if key != "relative_state_error"}
+             for name in ("oracle", *VARIANTS)}
     ood_abs = statistics.mean(results[s]["summary"]["ood_pets_vs_ensemble_mlp"]
                               ["ood_rmse_a_over_b"] for s in results)
     payload = {
-        "task": ENV, "seeds": args.seeds, "train_episodes": args.episodes,
+        "task": ENV, "obstacle_observation": args.obstacle_observation, "seeds": args.seeds, "train_episodes": args.episodes,
         "heldout_episodes": args.heldout, "horizon": args.horizon, "ood_options": OOD,
         "mean_over_seeds": table,
         "ood_rmse_pets_over_ensemble_mlp": ood_abs,
@@ -167,6 +221,10 @@ def main(argv: list[str] | None = None) -> None:
                 table["pets"]["steps_under_10pct_relative_error"] >= 20,
             "pets relative error (vs the true observation) < 10% over 20+ steps":
                 table["pets"]["steps_under_10pct_relative_state_error"] >= 20,
+            "same on the gust-free replay (the model's own error)":
+                table["pets"]["no_gusts_steps_under_10pct_relative_state_error"] >= 20,
+            "pets spread-vs-error rho >= 0.7 on the gust-free replay":
+                (table["pets"]["no_gusts_spearman_spread_error"] or 0) >= 0.7,
             "stochastic ensemble lower OOD error than deterministic ensemble": ood_abs < 1.0,
         },
         "by_seed": {s: r["summary"] for s, r in results.items()},
@@ -174,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         "details_seed0": {"fidelity": results[args.seeds[0]]["fidelity"],
                           "ood": results[args.seeds[0]]["ood"]},
     }
-    path = write_result("nav3d_fidelity", payload, started)
+    path = write_result("nav3d_fidelity" + args.name_suffix, payload, started)
     print(json.dumps({"mean_over_seeds": table, "targets": payload["targets"],
                       "ood_rmse_pets_over_ensemble_mlp": ood_abs}, indent=2, default=str))
     print(f"wrote {path}")

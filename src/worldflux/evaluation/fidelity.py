@@ -77,7 +77,7 @@ __all__ = [
 
 PER_HORIZON_KEYS = ("mae", "mse", "rmse", "normalized_rmse", "relative_error",
                     "relative_error_pooled", "relative_state_error", "spread",
-                    "normalized_spread", "spearman_per_h")
+                    "normalized_spread", "spearman_per_h", "coverage_90")
 """Arrays ``[H]`` of a :class:`FidelityResult` (index ``h - 1`` holds horizon ``h``)."""
 SCALE_FLOOR = 1e-6
 """Dimensions whose std in the data is below this are measured in raw units (scale 1)."""
@@ -264,6 +264,10 @@ class FidelityResult:
     """``[H]`` rank correlation over starts of normalised spread vs normalised error."""
     spearman: float
     """Rank correlation over all ``(start, h)`` pairs."""
+    coverage_90: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """``[H]`` share of real values (over starts and dimensions) inside the 5th-95th
+    percentile range of the ``K`` sampled rollouts: 0.9 is calibrated, lower is
+    over-confident (a deterministic model's range is a point: 0)."""
     pair_error: np.ndarray | None = field(default=None, repr=False)
     """``[N, H]`` normalised RMS error of every start and horizon (for scatter plots)."""
     pair_spread: np.ndarray | None = field(default=None, repr=False)
@@ -316,11 +320,11 @@ class FidelityResult:
     def from_dict(cls, data: Mapping[str, Any]) -> FidelityResult:
         """Inverse of :meth:`to_dict`."""
         try:
-            arrays = {key: _from_json(data[key]) for key in PER_HORIZON_KEYS
-                      if key != "relative_state_error"}
-            # Results written before this metric existed read back with NaNs for it.
-            arrays["relative_state_error"] = _from_json(data.get(
-                "relative_state_error", [None] * len(data["mae"])))
+            later = ("relative_state_error", "coverage_90")
+            arrays = {key: _from_json(data[key]) for key in PER_HORIZON_KEYS if key not in later}
+            # Results written before these metrics existed read back with NaNs for them.
+            for key in later:
+                arrays[key] = _from_json(data.get(key, [None] * len(data["mae"])))
             pairs = {key: np.asarray([_from_json(row) for row in data[key]]) if key in data
                      else None for key in ("pair_error", "pair_spread")}
             return cls(horizon=int(data["horizon"]), num_samples=int(data["num_samples"]),
@@ -436,7 +440,7 @@ def open_loop_fidelity(model: Any, episodes: Sequence[Mapping[str, np.ndarray]],
     image_scale = 255.0 if obs_dtype == torch.uint8 else 1.0
     N = len(windows_obs)
     per_pair: dict[str, list[np.ndarray]] = {k: [] for k in (
-        "abs", "sq", "nerr", "enorm", "change", "snorm", "spread", "nspread")}
+        "abs", "sq", "nerr", "enorm", "change", "snorm", "spread", "nspread", "inside")}
     for lo in range(0, N, int(batch_size)):
         real = np.stack(windows_obs[lo:lo + batch_size])  # [b, H + 1, *obs]
         acts = torch.as_tensor(np.stack(windows_act[lo:lo + batch_size]), device=device)
@@ -457,6 +461,8 @@ def open_loop_fidelity(model: Any, episodes: Sequence[Mapping[str, np.ndarray]],
         per_pair["snorm"].append(np.linalg.norm(truth[:, 1:], axis=-1))
         per_pair["spread"].append(std.mean(-1))
         per_pair["nspread"].append((std / scale).mean(-1))
+        low, high = np.quantile(pred[:, :, 1:], [0.05, 0.95], axis=0)  # [b, H, D] each
+        per_pair["inside"].append(((truth[:, 1:] >= low) & (truth[:, 1:] <= high)).mean(-1))
         if on_batch is not None:
             on_batch(min(lo + b, N), N)
     pairs = {k: np.concatenate(v, 0) for k, v in per_pair.items()}  # each [N, H]
@@ -479,7 +485,8 @@ def open_loop_fidelity(model: Any, episodes: Sequence[Mapping[str, np.ndarray]],
         relative_state_error=np.median(state_ratio, axis=0),
         spread=pairs["spread"].mean(0), normalized_spread=nspread.mean(0),
         spearman_per_h=np.asarray([spearman(nspread[:, h], nerr[:, h]) for h in range(H)]),
-        spearman=spearman(nspread, nerr), pair_error=nerr, pair_spread=nspread,
+        spearman=spearman(nspread, nerr), coverage_90=pairs["inside"].mean(0),
+        pair_error=nerr, pair_spread=nspread,
     )
 
 
@@ -539,15 +546,23 @@ def compare_robustness(result: OODResult, a: str, b: str) -> dict[str, Any]:
 
     Returns:
         ``{"a", "b", "ratio_a", "ratio_b", "a_over_b": ratio_a / ratio_b (below 1: a is more
-        robust), "ood_rmse_a_over_b": mean OOD RMSE of a over that of b, "more_robust": the
-        label with the smaller ratio}``.
+        robust), "ood_rmse_a_over_b": mean OOD RMSE of a over that of b, "ood_coverage_90_a"
+        / "_b": mean OOD share of real values inside each model's 90% sample range (how
+        well each knows what it does not know), "more_robust": the label with the smaller
+        ratio}``.
     """
     ratio_a, ratio_b = result.robustness_ratio(a), result.robustness_ratio(b)
     ood_b = float(np.mean(result.out_of_distribution[b].rmse))
     ood_a = float(np.mean(result.out_of_distribution[a].rmse))
+
+    def coverage(label: str) -> float | None:
+        values = np.asarray(result.out_of_distribution[label].coverage_90, dtype=float)
+        return float(np.nanmean(values)) if np.isfinite(values).any() else None
+
     return {"a": a, "b": b, "ratio_a": ratio_a, "ratio_b": ratio_b,
             "a_over_b": ratio_a / ratio_b if ratio_b > 0 else float("inf"),
             "ood_rmse_a_over_b": ood_a / ood_b if ood_b > 0 else float("inf"),
+            "ood_coverage_90_a": coverage(a), "ood_coverage_90_b": coverage(b),
             "more_robust": a if ratio_a <= ratio_b else b}
 
 

@@ -259,10 +259,11 @@ def _metadata(kind: str, opset: int, inputs: list[str], outputs: list[str],
         return {"name": name, "shape": shapes[name], "dtype": "float32",
                 "description": _DESCRIPTIONS.get(name, "")}
 
-    return {"format": "worldflux-onnx", "format_version": FORMAT_VERSION, "kind": kind,
-            "worldflux_version": __version__, "torch_version": torch.__version__,
-            "opset": int(opset), "inputs": [entry(n) for n in inputs],
-            "outputs": [entry(n) for n in outputs], **extra}
+    metadata = {"format": "worldflux-onnx", "format_version": FORMAT_VERSION, "kind": kind,
+                "worldflux_version": __version__, "torch_version": torch.__version__,
+                "opset": int(opset), "inputs": [entry(n) for n in inputs],
+                "outputs": [entry(n) for n in outputs], **extra}
+    return json.loads(json.dumps(metadata))  # JSON types (tuples -> lists), as read back
 
 
 def _policy_feeds(graph: PETSPolicyGraph, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -86,7 +86,7 @@ class PETSDynamicsGraph(nn.Module):
         scale = model.target_norm.std + model.target_norm.eps
         raw_mean = mean * scale + model.target_norm.mean
         raw_logvar = logvar + 2.0 * torch.log(scale)
-        next_mean = raw_mean[..., :D] + obs if model.config.predict_delta else raw_mean[..., :D]
+        next_mean = raw_mean[..., :D] + obs * model.delta_mask
         outputs: tuple[Tensor, ...] = (next_mean,)
         if model.config.stochastic:
             outputs = outputs + (raw_logvar[..., :D],)
@@ -302,7 +302,7 @@ class PETSPolicyGraph(nn.Module):
                 logvar = soft_bound_logvar(logvar, model.min_logvar[0], model.max_logvar[0])
                 noise = particle_noise[t, :, :M]
                 sample = (mean + torch.exp(0.5 * logvar) * noise) * out_std + out_mean
-            next_state = state + sample[..., :D] if model.config.predict_delta else sample[..., :D]
+            next_state = state * model.delta_mask + sample[..., :D]
             reward = mean[..., D] * out_std[D] + out_mean[D]
             if lay.propagation == "ts1":
                 inverse = torch.zeros_like(perm).scatter(0, perm, rows)

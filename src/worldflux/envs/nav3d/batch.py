@@ -19,6 +19,7 @@ from worldflux.envs.nav3d.config import ACTION_DIM, Nav3DConfig
 from worldflux.envs.nav3d.layout import (
     CONTACT_TOLERANCE,
     nearest_obstacle,
+    obstacle_surfaces,
     sample_layout,
     sample_start_goal,
 )
@@ -156,12 +157,20 @@ class Nav3DBatch:
 
     # -- observation -------------------------------------------------------------------------
     def observe(self) -> np.ndarray:
-        """Current state observations ``[n, 12]`` float32 (order: ``OBS_NAMES``)."""
+        """Current state observations ``[n, config.obs_dim]`` float32 (order:
+        ``config.observation_names()``, ``OBS_NAMES`` by default)."""
         _, offset, _ = nearest_obstacle(self.position, self.centers, self.half_sizes,
                                         self.config.obstacle_shape)
         return self._observation(offset)
 
     def _observation(self, offset: np.ndarray) -> np.ndarray:
+        """``offset [n, 3]``: to the nearest obstacle (used by ``"nearest"``)."""
+        if self.config.obstacle_observation == "each" and self.config.num_obstacles > 0:
+            _, each, _ = obstacle_surfaces(self.position, self.centers, self.half_sizes,
+                                           self.config.obstacle_shape)
+            offset = each.reshape(self.num_envs, -1)  # [n, 3K]
+        elif self.config.obstacle_observation == "each":
+            offset = np.zeros((self.num_envs, 0))
         obs = np.concatenate([self.position, self.velocity, self.goal - self.position, offset],
                              axis=1)
         return obs.astype(np.float32)

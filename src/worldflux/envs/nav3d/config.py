@@ -15,6 +15,7 @@ from worldflux.core.errors import ConfigError, close_matches
 
 __all__ = [
     "ACTION_DIM",
+    "OBSTACLE_OBSERVATIONS",
     "GOAL_SLICE",
     "OBSTACLE_SLICE",
     "OBS_DIM",
@@ -54,6 +55,8 @@ collision the body is pushed out to exactly ``body_radius``. All zeros when ther
 obstacles."""
 
 OBSTACLE_SHAPES = ("sphere", "box")
+
+OBSTACLE_OBSERVATIONS = ("nearest", "each")
 
 MAX_OBSTACLES = 8
 """Most obstacles the central region holds (8 default-size spheres; about 6 default-size
@@ -109,6 +112,13 @@ class Nav3DConfig:
 
     obstacle_shape: str = "sphere"
     """``"sphere"`` or ``"box"`` (axis-aligned)."""
+
+    obstacle_observation: str = "nearest"
+    """What the state observation says of the obstacles (entries 9 on): ``"nearest"``, the
+    offset to the nearest point of the nearest obstacle (3 entries, 12 in all; it jumps when
+    another obstacle becomes the nearest); ``"each"``, the offset to the nearest surface point
+    of every obstacle in layout order (``3 * num_obstacles`` entries: smooth along any flight,
+    so a learned model can predict them; the nearest is the shortest)."""
 
     obstacle_size: tuple[float, float] = (0.7, 1.1)
     """Range (m) of sphere radii, or of box half-extents (drawn per axis)."""
@@ -169,6 +179,9 @@ class Nav3DConfig:
         if self.obstacle_shape not in OBSTACLE_SHAPES:
             raise ConfigError(f"Nav3DConfig.obstacle_shape: expected one of {OBSTACLE_SHAPES}, "
                               f"got {self.obstacle_shape!r}")
+        if self.obstacle_observation not in OBSTACLE_OBSERVATIONS:
+            raise ConfigError(f"Nav3DConfig.obstacle_observation: expected one of "
+                              f"{OBSTACLE_OBSERVATIONS}, got {self.obstacle_observation!r}")
         size = tuple(self.obstacle_size)
         if len(size) != 2 or not all(_is_number(v) for v in size) or not 0 < size[0] <= size[1]:
             raise ConfigError(f"Nav3DConfig.obstacle_size: expected (low, high) with "
@@ -194,6 +207,21 @@ class Nav3DConfig:
         if len(wind) != 3 or not all(_is_number(v) for v in wind):
             raise ConfigError(f"Nav3DConfig.wind: expected 3 numbers (N), got {self.wind!r}")
         return self
+
+    @property
+    def obs_dim(self) -> int:
+        """Entries of a state observation: 12 (``"nearest"``) or ``9 + 3 * num_obstacles``."""
+        if self.obstacle_observation == "each":
+            return 9 + 3 * int(self.num_obstacles)
+        return OBS_DIM
+
+    def observation_names(self) -> tuple[str, ...]:
+        """Names of the state observation's entries, in order (``OBS_NAMES`` by default)."""
+        if self.obstacle_observation != "each":
+            return OBS_NAMES
+        each = tuple(f"obst{k}_d{axis}" for k in range(int(self.num_obstacles))
+                     for axis in "xyz")
+        return OBS_NAMES[:9] + each
 
     @property
     def body_mass(self) -> float:

@@ -43,7 +43,7 @@ def scripted_action(obs: np.ndarray, config: Nav3DConfig | None = None, *,
                     max_speed: float = 3.0, position_gain: float = 1.5,
                     velocity_gain: float = 5.0, safe_distance: float = 1.0,
                     push_speed: float = 1.0) -> np.ndarray:
-    """Actions ``[n, 3]`` in ``[-1, 1]`` for state observations ``obs [n, 12]``.
+    """Actions ``[n, 3]`` in ``[-1, 1]`` for state observations ``obs [n, config.obs_dim]``.
 
     Args:
         config: the nominal settings the controller assumes (mass, drag, gravity, max force).
@@ -54,14 +54,16 @@ def scripted_action(obs: np.ndarray, config: Nav3DConfig | None = None, *,
         push_speed: speed (m/s) away from an obstacle at contact.
     """
     cfg = config or Nav3DConfig()
-    obs = np.asarray(obs, dtype=np.float64).reshape(-1, 12)
+    obs = np.asarray(obs, dtype=np.float64).reshape(-1, cfg.obs_dim)
     to_goal = obs[:, GOAL_SLICE]
     velocity = obs[:, VELOCITY_SLICE]
     distance = np.linalg.norm(to_goal, axis=1, keepdims=True)
     speed = np.minimum(max_speed, position_gain * distance)
     desired = to_goal / np.maximum(distance, 1e-6) * speed
     if cfg.num_obstacles > 0:
-        offset = obs[:, OBSTACLE_SLICE]
+        offsets = obs[:, OBSTACLE_SLICE.start:].reshape(len(obs), -1, 3)  # one or each
+        nearest = np.argmin(np.linalg.norm(offsets, axis=2), axis=1)
+        offset = offsets[np.arange(len(obs)), nearest]
         gap = np.linalg.norm(offset, axis=1, keepdims=True)
         toward = offset / np.maximum(gap, 1e-6)  # unit vector to the obstacle
         clearance = gap - cfg.body_radius
@@ -86,7 +88,7 @@ def scripted_action(obs: np.ndarray, config: Nav3DConfig | None = None, *,
 
 def noisy_scripted_policy(seed: int = 0, *, max_speed: float = 0.8, noise: float = 0.35,
                           config: Nav3DConfig | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """One observation ``[12]`` -> action ``[3]``: the scripted controller flying slowly
+    """One observation ``[config.obs_dim]`` -> action ``[3]``: the scripted controller flying slowly
     (``max_speed`` m/s) with Gaussian action noise (std ``noise``), clipped to ``[-1, 1]``.
 
     Long, varied episodes that cover the arena: data for fitting and testing world models.

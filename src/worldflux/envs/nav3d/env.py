@@ -10,7 +10,7 @@ from gymnasium import spaces
 
 from worldflux.core.errors import ConfigError
 from worldflux.envs.nav3d.batch import Nav3DBatch
-from worldflux.envs.nav3d.config import ACTION_DIM, OBS_DIM, Nav3DConfig
+from worldflux.envs.nav3d.config import ACTION_DIM, Nav3DConfig
 
 __all__ = ["Nav3DEnv", "state_observation_space"]
 
@@ -22,12 +22,13 @@ VELOCITY_BOUND = 100.0
 
 
 def state_observation_space(config: Nav3DConfig) -> spaces.Box:
-    """Bounds of the 12 state entries: positions in the arena, offsets within its extent,
-    velocities within ``VELOCITY_BOUND``."""
+    """Bounds of the ``config.obs_dim`` state entries: positions in the arena, offsets within
+    its extent, velocities within ``VELOCITY_BOUND``."""
     L, Z, v = config.arena_half_width, config.arena_height, VELOCITY_BOUND
-    low = np.array([-L, -L, 0, -v, -v, -v, -2 * L, -2 * L, -Z, -2 * L, -2 * L, -Z])
-    high = np.array([L, L, Z, v, v, v, 2 * L, 2 * L, Z, 2 * L, 2 * L, Z])
-    assert low.shape == (OBS_DIM,)
+    offsets = (config.obs_dim - 6) // 3  # goal, then one or every obstacle
+    low = np.array([-L, -L, 0, -v, -v, -v] + [-2 * L, -2 * L, -Z] * offsets)
+    high = np.array([L, L, Z, v, v, v] + [2 * L, 2 * L, Z] * offsets)
+    assert low.shape == (config.obs_dim,)
     return spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
 
 
@@ -35,7 +36,7 @@ class Nav3DEnv(gymnasium.Env):
     """Fly a body with mass, drag and gravity to a goal in a 3D arena with obstacles.
 
     Registered as ``worldflux/Nav3D-v0``. Actions: 3D force commands in ``[-1, 1]``.
-    Observations: ``obs_type="state"`` -> ``[12]`` float32 (``OBS_NAMES``);
+    Observations: ``obs_type="state"`` -> ``[config.obs_dim]`` float32 (12 by default, ``OBS_NAMES``);
     ``obs_type="image"`` -> ``[3, image_size, image_size]`` uint8 top-down view.
     ``info``: ``success``, ``collision`` (this step), ``collisions`` (in the episode),
     ``boundary_contact``, ``distance`` (m) and ``is_success``. Episodes end with
@@ -109,8 +110,8 @@ class Nav3DEnv(gymnasium.Env):
         return self.batch.render(self.render_size)[0]
 
     def reward_function(self, safety_margin: float = 0.0):
-        """The env's reward as a torch function of state observations, ``(obs [N, 12], action
-        [N, 3], next_obs [N, 12]) -> [N]``, for planners (``reward_source="env"``); None for
+        """The env's reward as a torch function of state observations, ``(obs [N, D], action
+        [N, 3], next_obs [N, D]) -> [N]``, for planners (``reward_source="env"``); None for
         image observations (the reward is not a function of pixels)."""
         if self.obs_type != "state":
             return None
@@ -130,5 +131,5 @@ class Nav3DEnv(gymnasium.Env):
         return self.batch.goal[0].copy()
 
     def state(self) -> np.ndarray:
-        """The state observation ``[12]`` float32, whatever ``obs_type`` is."""
+        """The state observation ``[config.obs_dim]`` float32, whatever ``obs_type`` is."""
         return self.batch.observe()[0]

@@ -12,7 +12,8 @@ import numpy as np
 from worldflux.core.errors import ConfigError
 from worldflux.envs.nav3d.config import Nav3DConfig
 
-__all__ = ["CONTACT_TOLERANCE", "nearest_obstacle", "sample_layout", "sample_start_goal"]
+__all__ = ["CONTACT_TOLERANCE", "nearest_obstacle", "obstacle_surfaces", "sample_layout",
+           "sample_start_goal"]
 
 CONTACT_TOLERANCE = 1e-3
 """Contact skin (m): the body touches an obstacle when its centre is closer than
@@ -128,6 +129,46 @@ def _clearance(point: np.ndarray, config: Nav3DConfig, centers: np.ndarray,
     return float(signed[0]) - config.body_radius
 
 
+def obstacle_surfaces(position: np.ndarray, centers: np.ndarray, half_sizes: np.ndarray,
+                      shape: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each obstacle's nearest surface point, batched.
+
+    Args:
+        position: body centres ``[n, 3]``.
+        centers: obstacle centres ``[n, K, 3]`` (K >= 1).
+        half_sizes: obstacle half sizes ``[n, K, 3]``.
+        shape: ``"sphere"`` or ``"box"``.
+
+    Returns:
+        ``signed [n, K]``: signed distance (m) from the body centre to obstacle ``k``'s surface
+        (negative inside); ``offset [n, K, 3]``: that surface point minus the body centre;
+        ``normal [n, K, 3]``: unit outward surface normal there.
+    """
+    rel = position[:, None, :] - centers  # [n, K, 3]
+    if shape == "sphere":
+        dist = np.linalg.norm(rel, axis=-1)  # [n, K]
+        safe = np.where(dist > 1e-12, dist, 1.0)
+        normal = np.where((dist > 1e-12)[..., None], rel / safe[..., None], [0.0, 0.0, 1.0])
+        signed = dist - half_sizes[..., 0]
+        offset = -signed[..., None] * normal
+        return signed, offset, normal
+    clamped = np.clip(rel, -half_sizes, half_sizes)
+    outside_offset = clamped - rel
+    outside_dist = np.linalg.norm(outside_offset, axis=-1)
+    depth = half_sizes - np.abs(rel)  # [n, K, 3], all > 0 inside
+    axis = np.argmin(depth, axis=-1)  # [n, K]
+    side = np.where(np.take_along_axis(rel, axis[..., None], -1)[..., 0] >= 0, 1.0, -1.0)
+    inside_normal = np.zeros_like(rel)
+    np.put_along_axis(inside_normal, axis[..., None], side[..., None], -1)
+    inside_depth = np.take_along_axis(depth, axis[..., None], -1)[..., 0]
+    inside = outside_dist <= 0.0
+    signed = np.where(inside, -inside_depth, outside_dist)
+    safe = np.where(outside_dist > 0, outside_dist, 1.0)
+    normal = np.where(inside[..., None], inside_normal, -outside_offset / safe[..., None])
+    offset = np.where(inside[..., None], inside_depth[..., None] * inside_normal, outside_offset)
+    return signed, offset, normal
+
+
 def nearest_obstacle(position: np.ndarray, centers: np.ndarray, half_sizes: np.ndarray,
                      shape: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Nearest obstacle surface of each body, batched.
@@ -148,29 +189,7 @@ def nearest_obstacle(position: np.ndarray, centers: np.ndarray, half_sizes: np.n
     if count == 0:
         zeros = np.zeros((n, 3))
         return np.full(n, np.inf), zeros, zeros.copy()
-    rel = position[:, None, :] - centers  # [n, K, 3]
-    if shape == "sphere":
-        dist = np.linalg.norm(rel, axis=-1)  # [n, K]
-        safe = np.where(dist > 1e-12, dist, 1.0)
-        normal = np.where((dist > 1e-12)[..., None], rel / safe[..., None], [0.0, 0.0, 1.0])
-        signed = dist - half_sizes[..., 0]
-        offset = -signed[..., None] * normal
-    else:
-        clamped = np.clip(rel, -half_sizes, half_sizes)
-        outside_offset = clamped - rel
-        outside_dist = np.linalg.norm(outside_offset, axis=-1)
-        depth = half_sizes - np.abs(rel)  # [n, K, 3], all > 0 inside
-        axis = np.argmin(depth, axis=-1)  # [n, K]
-        side = np.where(np.take_along_axis(rel, axis[..., None], -1)[..., 0] >= 0, 1.0, -1.0)
-        inside_normal = np.zeros_like(rel)
-        np.put_along_axis(inside_normal, axis[..., None], side[..., None], -1)
-        inside_depth = np.take_along_axis(depth, axis[..., None], -1)[..., 0]
-        inside = outside_dist <= 0.0
-        signed = np.where(inside, -inside_depth, outside_dist)
-        safe = np.where(outside_dist > 0, outside_dist, 1.0)
-        normal = np.where(inside[..., None], inside_normal, -outside_offset / safe[..., None])
-        offset = np.where(inside[..., None], inside_depth[..., None] * inside_normal,
-                          outside_offset)
+    signed, offset, normal = obstacle_surfaces(position, centers, half_sizes, shape)
     nearest = np.argmin(signed, axis=1)  # [n]
     rows = np.arange(n)
     return signed[rows, nearest], offset[rows, nearest], normal[rows, nearest]

@@ -17,7 +17,8 @@ __all__ = ["make_reward_fn", "reward_fn"]
 
 def reward_fn(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor,
               config: Nav3DConfig | None = None, *, safety_margin: float = 0.0) -> torch.Tensor:
-    """Reward of transitions ``obs [..., 12] --action [..., 3]--> next_obs [..., 12]`` -> ``[...]``.
+    """Reward of transitions ``obs [..., D] --action [..., 3]--> next_obs [..., D]`` -> ``[...]``
+    (``D = config.obs_dim``).
 
     Matches the env's reward (up to float32 rounding) under the same ``config``:
     progress from the goal offsets, a collision when the next nearest-obstacle offset is
@@ -33,7 +34,9 @@ def reward_fn(obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor,
     next_distance = next_obs[..., GOAL_SLICE].norm(dim=-1)
     reward = cfg.progress_scale * (distance - next_distance)
     if cfg.num_obstacles > 0 and cfg.collision_penalty > 0:
-        gap = next_obs[..., OBSTACLE_SLICE].norm(dim=-1)
+        # The nearest obstacle's offset, or every obstacle's (obstacle_observation="each").
+        offsets = next_obs[..., OBSTACLE_SLICE.start:]
+        gap = offsets.unflatten(-1, (-1, 3)).norm(dim=-1).amin(-1)
         contact = gap <= cfg.body_radius + CONTACT_TOLERANCE + safety_margin
         reward = reward - cfg.collision_penalty * contact.to(reward.dtype)
     if cfg.control_cost > 0:

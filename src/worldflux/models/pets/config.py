@@ -24,6 +24,11 @@ class PETSConfig:
     """Predict the reward as an extra Gaussian output (else the agent must be given a reward function)."""
     predict_delta: bool = True
     """Predict ``next_obs - obs`` rather than ``next_obs`` (PETS, section 4)."""
+    absolute_dims: tuple[int, ...] = ()
+    """Observation entries predicted as their next value rather than their change, even with
+    ``predict_delta``: entries that are a function of the state rather than integrated over
+    time, and may jump (Nav3D's nearest-obstacle offset, entries 9-11, jumps when another
+    obstacle becomes the nearest; as changes, every missed jump stays in the rollout)."""
     min_logvar_init: float = -10.0
     """Initial lower soft bound on the log-variance (mbrl-lib GaussianMLP default)."""
     max_logvar_init: float = 0.5
@@ -53,6 +58,12 @@ class PETSConfig:
                 f"min_logvar_init/max_logvar_init: got {self.min_logvar_init}/"
                 f"{self.max_logvar_init}, expected min < max"
             )
+        if obs_spec is not None and len(obs_spec.shape) == 1:
+            bad = [d for d in self.absolute_dims if not 0 <= d < obs_spec.shape[0]]
+            if bad or len(set(self.absolute_dims)) != len(self.absolute_dims):
+                raise ConfigError(
+                    f"absolute_dims: got {list(self.absolute_dims)}, expected distinct "
+                    f"observation indices in [0, {obs_spec.shape[0]})")
         if obs_spec is not None and len(obs_spec.shape) != 1:
             raise ConfigError(
                 f"pets: got obs_shape {obs_spec.shape}, expected a flat vector (D,); use a latent "

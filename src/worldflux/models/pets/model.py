@@ -62,6 +62,10 @@ class PETSModel(WorldModel):
                 torch.full((1, 1, self.target_dim), config.max_logvar_init))
         self.input_norm = Normalizer(D + A)
         self.target_norm = Normalizer(self.target_dim)
+        # 1 where the target is the change of an entry, 0 where it is the next value itself.
+        delta_mask = torch.full((D,), 1.0 if config.predict_delta else 0.0)
+        delta_mask[list(config.absolute_dims)] = 0.0
+        self.register_buffer("delta_mask", delta_mask, persistent=False)
 
     # -- contract ---------------------------------------------------------------------------
     def io_contract(self) -> IOContract:
@@ -147,7 +151,7 @@ class PETSModel(WorldModel):
 
     def targets(self, obs: Tensor, reward: Tensor, next_obs: Tensor) -> Tensor:
         """Raw targets ``[..., D (+1)]``: delta (or next obs) and reward."""
-        target = next_obs - obs if self.config.predict_delta else next_obs
+        target = next_obs - obs * self.delta_mask
         if self.config.learn_reward:
             target = torch.cat([target, reward.unsqueeze(-1)], -1)
         return target
@@ -249,7 +253,7 @@ class PETSModel(WorldModel):
                 logvar = soft_bound_logvar(logvar, min_lv, max_lv)
                 noise = torch.randn(mean.shape, generator=generator, device=mean.device)
                 sample = (mean + torch.exp(0.5 * logvar) * noise) * out_std + out_mean
-            next_state = state + sample[..., :D] if self.config.predict_delta else sample[..., :D]
+            next_state = state * self.delta_mask + sample[..., :D]
             if reward_fn is not None:
                 reward = reward_fn(state.reshape(-1, D), action.reshape(-1, A),
                                    next_state.reshape(-1, D)).view(E, M)
@@ -319,8 +323,7 @@ class PETSModel(WorldModel):
         mean, logvar = self._predict(torch.cat([obs, action], -1).expand(E, -1, -1))
         scale = self.target_norm.std + self.target_norm.eps
         means = (mean * scale + self.target_norm.mean)[..., :D]  # [E, N, D]
-        if not self.config.predict_delta:
-            means = means - obs
+        means = means - obs * (1.0 - self.delta_mask)  # next values -> changes
         if logvar is None:
             aleatoric = torch.zeros_like(means[0])
         else:
@@ -390,6 +393,6 @@ class PETSModel(WorldModel):
 
     def _decode_targets(self, obs: Tensor, sample: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
         D = self.obs_dim
-        next_obs = obs + sample[..., :D] if self.config.predict_delta else sample[..., :D]
+        next_obs = obs * self.delta_mask + sample[..., :D]
         reward = mean[..., D] if self.config.learn_reward else torch.zeros_like(obs[..., 0])
         return next_obs, reward
