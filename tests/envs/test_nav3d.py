@@ -399,3 +399,42 @@ def test_invalid_options_name_the_field():
         batch = Nav3DBatch(2)
         batch.reset(seed=0)
         batch.step(np.zeros((3, 3)))
+
+
+def test_each_obstacle_observation_is_smooth_and_flies_like_nearest():
+    """``obstacle_observation="each"``: 9 + 3K entries, the same physics and rewards as the
+    default, the nearest entry equals the default's offset, and no entry ever jumps."""
+    config = Nav3DConfig(obstacle_observation="each", num_obstacles=5)
+    assert config.obs_dim == 24 and len(config.observation_names()) == 24
+    assert config.observation_names()[9:12] == ("obst0_dx", "obst0_dy", "obst0_dz")
+    each = Nav3DBatch(4, config, seed=3)
+    nearest = Nav3DBatch(4, config.replace(obstacle_observation="nearest"), seed=3)
+    obs_e, _ = each.reset(seed=3)
+    obs_n, _ = nearest.reset(seed=3)
+    env = Nav3DEnv(obstacle_observation="each", num_obstacles=5)
+    assert env.observation_space.shape == (24,)
+    rng = np.random.default_rng(0)
+    largest_jump = 0.0
+    for _ in range(60):
+        scripted = scripted_action(obs_e, config)
+        np.testing.assert_allclose(scripted, scripted_action(obs_n, nearest.config), atol=1e-9)
+        actions = np.clip(scripted + 0.5 * rng.standard_normal((4, 3)), -1, 1)
+        next_e, rew_e, *_ = each.step(actions)
+        next_n, rew_n, *_ = nearest.step(actions)
+        np.testing.assert_array_equal(next_e[:, :9], next_n[:, :9])
+        np.testing.assert_array_equal(rew_e, rew_n)
+        offsets = next_e[:, 9:].reshape(4, 5, 3)
+        shortest = offsets[np.arange(4), np.argmin(np.linalg.norm(offsets, axis=2), axis=1)]
+        np.testing.assert_allclose(shortest, next_n[:, 9:], atol=1e-6)
+        assert env.observation_space.contains(next_e[0])
+        for got, want in ((next_e, rew_e), (next_n, rew_n)):
+            cfg = config if got.shape[1] == 24 else nearest.config
+            torch_reward = reward_fn(torch.as_tensor(obs_e if got is next_e else obs_n),
+                                     torch.as_tensor(actions), torch.as_tensor(got), cfg)
+            np.testing.assert_allclose(torch_reward.numpy(), want, atol=1e-4)
+        largest_jump = max(largest_jump, float(np.abs(next_e[:, 9:] - obs_e[:, 9:]).max()))
+        obs_e, obs_n = next_e, next_n
+    # The body moves at most ~0.75 m a step; an offset to a fixed surface moves no further.
+    assert largest_jump < 1.0
+    with pytest.raises(ConfigError, match="obstacle_observation"):
+        Nav3DConfig(obstacle_observation="all").validate()

@@ -104,6 +104,9 @@ def test_constructed_rollouts_give_known_errors_spreads_and_rank_correlation():
     assert result.spearman == pytest.approx(spearman(result.pair_spread, result.pair_error))
     assert result.pair_error.shape == result.pair_spread.shape == (5, H)
     assert result.horizon_under(0.1) == 0 and result.horizon_under(10.0) == H
+    # Samples c +- S: the 5-95% range is c +- 0.9 S (linear interpolation), the truth lies at
+    # c - E h: inside for starts with E h <= 0.9 S, i.e. 2 of 5 at h = 1 and none later.
+    np.testing.assert_allclose(result.coverage_90, [0.4] + [0.0] * (H - 1), rtol=1e-9)
 
 
 def test_oracle_has_zero_error_at_every_horizon(heldout):
@@ -114,6 +117,7 @@ def test_oracle_has_zero_error_at_every_horizon(heldout):
                 "relative_error_pooled", "spread", "normalized_spread"):
         np.testing.assert_array_equal(getattr(result, key), np.zeros(50), err_msg=key)
     assert result.horizon_under(0.1) == 50
+    np.testing.assert_array_equal(result.coverage_90, np.ones(50))  # the truth is every sample
     assert math.isnan(result.spearman)  # no spread, no error: nothing to rank
     assert result.to_dict()["spearman"] is None
 
@@ -217,6 +221,7 @@ def test_deterministic_rollouts_have_no_spread(fitted_pets, heldout):
     result = open_loop_fidelity(deterministic(fitted_pets), heldout, horizon=10,
                                 starts_per_episode=2)
     np.testing.assert_array_equal(result.spread, np.zeros(10))
+    np.testing.assert_array_equal(result.coverage_90, np.zeros(10))  # a point misses the truth
     assert math.isnan(result.spearman) and result.to_dict()["spearman"] is None
     assert np.all(result.rmse > 0)
 

@@ -169,3 +169,25 @@ def test_loss_on_a_batch_without_transitions_is_zero():
              "is_first": torch.ones(2, 2, dtype=torch.bool)}  # every row starts an episode
     out = model.loss(batch)
     assert float(out.loss.detach()) == 0.0 and out.metrics["transitions"] == 0.0
+
+
+def test_absolute_dims_predict_next_values_and_are_validated():
+    """``absolute_dims``: those entries' targets are next values (not changes), and rollouts
+    take the prediction as the next value there."""
+    from worldflux.core.errors import ConfigError
+    from worldflux.core.spec import ActionSpec, ObservationSpec
+    from worldflux.models.pets import PETSModel
+    from worldflux.models.pets.config import PETSConfig
+
+    config = PETSConfig(ensemble_size=1, hidden_size=8, num_layers=1, absolute_dims=(1,),
+                        stochastic=False)
+    model = PETSModel(config, ObservationSpec((3,)), ActionSpec(1))
+    obs = torch.tensor([[1.0, 2.0, 3.0]])
+    nxt = torch.tensor([[1.5, 7.0, 2.0]])
+    target = model.targets(obs, torch.tensor([0.5]), nxt)
+    torch.testing.assert_close(target, torch.tensor([[0.5, 7.0, -1.0, 0.5]]))
+    raw = torch.tensor([0.5, 7.0, -1.0, 0.5])
+    next_obs, _ = model._decode_targets(obs, raw.expand(1, 4), raw.expand(1, 4))
+    torch.testing.assert_close(next_obs, nxt)
+    with pytest.raises(ConfigError, match="absolute_dims"):
+        PETSModel(PETSConfig(absolute_dims=(3,)), ObservationSpec((3,)), ActionSpec(1))
