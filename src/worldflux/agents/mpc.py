@@ -67,6 +67,11 @@ class MPCAgentConfig:
     """Upper bound on epochs over the data per training round."""
     patience: int = 5
     """Stop a training round after this many epochs without held-out improvement."""
+    autoencoder_epochs: int = 0
+    """Latent families: epochs of a first stage in each training round that trains the
+    autoencoder alone (its reconstruction loss on every training observation) before the
+    dynamics fit, so that the dynamics learn on a settled latent space; 0 = none (the
+    autoencoder then learns alongside the dynamics)."""
     holdout_fraction: float = 0.1
     """Share of transitions held out to pick the best epoch (mbrl-lib uses 0.05-0.2)."""
     max_holdout: int = 2000
@@ -91,6 +96,8 @@ class MPCAgentConfig:
             raise ConfigError(f"num_particles: got {self.num_particles}, expected >= 1")
         if not 0 < self.holdout_fraction < 1:
             raise ConfigError(f"holdout_fraction: got {self.holdout_fraction}, expected in (0, 1)")
+        if self.autoencoder_epochs < 0:
+            raise ConfigError(f"autoencoder_epochs: got {self.autoencoder_epochs}, expected >= 0")
 
 
 @dataclass
@@ -245,6 +252,9 @@ class MPCAgent(Agent):
         n_hold = min(cfg.max_holdout, max(1, int(n * cfg.holdout_fraction))) if n >= 20 else 0
         hold, train = perm[:n_hold], perm[n_hold:]
         self.model.fit_normalizers(obs[train], action[train], reward[train], next_obs[train])
+        ae_metrics = self._fit_autoencoder(torch.cat([obs[train], next_obs[train]]), g)
+        if ae_metrics:  # the latent statistics of the trained encoder
+            self.model.fit_normalizers(obs[train], action[train], reward[train], next_obs[train])
         n_train = train.numel()
         loss_module = self.dist.wrap(_TransitionLoss(self.model))
         batches = math.ceil(n_train / (cfg.batch_size * world))  # same count on every rank
@@ -310,6 +320,7 @@ class MPCAgent(Agent):
         result.update({"model/epochs": float(epochs), "model/transitions": float(n),
                        "model/nonfinite_skipped": float(skipped),
                        "model/lr": float(self.optimizer.param_groups[0]["lr"])})
+        result.update(ae_metrics)
         if epoch_nll:
             result["model/nll_first_epoch"] = epoch_nll[0]
             result["model/nll_last_epoch"] = epoch_nll[-1]
@@ -317,6 +328,35 @@ class MPCAgent(Agent):
             result["dist/world_size"] = float(world)
             result["dist/replica_max_diff"] = self.dist.replica_difference(self.model)
         return result
+
+    def _fit_autoencoder(self, observations: torch.Tensor,
+                         generator: torch.Generator) -> dict[str, float]:
+        """``autoencoder_epochs`` epochs of reconstruction alone on ``observations [N, *obs]``
+        (latent families); ``{}`` when there is no such stage. Every rank trains on the same
+        rows in the same order (replicas stay equal; the round's start re-syncs them anyway)."""
+        epochs = int(self.config.autoencoder_epochs)
+        if epochs <= 0 or not hasattr(self.model, "autoencoder_loss"):
+            return {}
+        n, size = observations.shape[0], self.config.batch_size
+        first = last = float("nan")
+        for epoch in range(epochs):
+            order = torch.randperm(n, generator=generator, device=observations.device)
+            total, count = 0.0, 0
+            for start in range(0, n, size):
+                with self.amp.autocast():
+                    out = self.model.autoencoder_loss(observations[order[start:start + size]])
+                if not self.nonfinite.loss_ok(out, self.name):
+                    continue
+                self.optimizer.zero_grad(set_to_none=True)
+                self.amp.backward(out.loss)
+                if not self.amp.step(self.optimizer, self.model.named_parameters(),
+                                     self.nonfinite, self.name):
+                    continue
+                total, count = total + out.metrics["recon_mse"], count + 1
+            if count:
+                first = total / count if epoch == 0 else first
+                last = total / count
+        return {"model/ae_recon_mse_first_epoch": first, "model/ae_recon_mse_last_epoch": last}
 
     # -- distributed (torchrun) -----------------------------------------------------------------
     def serve(self) -> dict[str, float]:
