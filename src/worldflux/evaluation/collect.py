@@ -102,7 +102,8 @@ def env_factory_for(env: str | EnvFactory | Any) -> EnvFactory:
         config = env
         return lambda **kwargs: envs.make(config.env, action_repeat=config.action_repeat,
                                           obs_type=config.obs_type,
-                                          image_size=config.image_size, **kwargs)
+                                          image_size=config.image_size,
+                                          **{**getattr(config, "env_options", {}), **kwargs})
     if callable(env):
         return env
     raise ConfigError(f"env: got {type(env).__name__}, expected an env id, a TrainConfig or a "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from worldflux.core.errors import ConfigError
 
@@ -49,6 +50,10 @@ class TrainConfig:
 
     image_size: int = 64
     """Side of square image observations (``obs_type="image"``)."""
+
+    env_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the environment itself, e.g. Nav3D's
+    ``--set 'train.env_options={"obstacle_observation": "each", "gust_std": 1.0}'``."""
 
     device: str = "auto"
     """Torch device of the agent: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda:0"``."""

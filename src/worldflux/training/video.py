@@ -78,7 +78,8 @@ def make_render_env(config, seed: int, *, size: int = 256) -> gymnasium.Env:
         elif env_id.startswith("worldflux/"):  # native envs draw at any size
             kwargs["render_size"] = int(size)
     return envs.make(env_id, seed=seed, action_repeat=config.action_repeat,
-                     obs_type=config.obs_type, image_size=config.image_size, **kwargs)
+                     obs_type=config.obs_type, image_size=config.image_size,
+                     **{**getattr(config, "env_options", {}), **kwargs})
 
 
 def _render(env: gymnasium.Env) -> np.ndarray:
