@@ -168,9 +168,38 @@ def run_seed(seed: int, episodes: int, heldout: int, horizon: int,
     summary["ood_pets_vs_ensemble_mlp"] = ood.compare("pets", "ensemble-mlp")
     summary["ood_gaussian_vs_mlp"] = ood.compare("gaussian", "mlp")
     return {"summary": summary, "fits": fits,
-            "fidelity": {k: v.to_dict() for k, v in fidelity.items()}, "ood": ood.to_dict(),
+            "fidelity": {k: v.to_dict(include_pairs=True) for k, v in fidelity.items()},
+            "curves": {"pets_gusts": [_num(v) for v in fidelity["pets"].relative_state_error],
+                       "pets_no_gusts": [_num(v) for v in calm["pets"].relative_state_error],
+                       "oracle_gusts": [_num(v) for v in floor]},
+            "ood": ood.to_dict(),
             "train_transitions": int(len(data.data[0])),
             "heldout_episode_lengths": [int(len(e["rewards"]) - 1) for e in held_eps]}
+
+
+def _plot_floor(results: dict, path) -> None:
+    """PETS's relative state error per horizon with and without gusts, next to the floor that
+    the gusts set (the env's own mean flight), mean over seeds."""
+    from benchmarks.common import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    labels = {"pets_gusts": "PETS, held-out flights with gusts",
+              "pets_no_gusts": "PETS, the same flights without gusts (model error)",
+              "oracle_gusts": "floor: the env's own mean flight, with gusts"}
+    for key, label in labels.items():
+        curves = np.array([[np.nan if v is None else v for v in r["curves"][key]]
+                           for r in results.values()])
+        ax.plot(np.arange(1, curves.shape[1] + 1), np.nanmean(curves, 0), label=label,
+                ls="--" if key.startswith("oracle") else "-")
+    ax.axhline(0.1, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("open-loop horizon (steps)")
+    ax.set_ylabel("median ||pred - real|| / ||real||")
+    ax.set_title(f"Nav3D open-loop error, mean of {len(results)} seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _num(x) -> float | None:
@@ -199,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     plot_fidelity({k: FidelityResult.from_dict(v)
                    for k, v in results[args.seeds[0]]["fidelity"].items()},
                   plot_path("nav3d_fidelity" + args.name_suffix))
+
+    _plot_floor(results, plot_path("nav3d_fidelity" + args.name_suffix + "_floor"))
 
     def mean(name, key):
         vals = [results[s]["summary"][name][key] for s in results]
@@ -229,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "by_seed": {s: r["summary"] for s, r in results.items()},
         "fits_by_seed": {s: r["fits"] for s, r in results.items()},
+        "curves_by_seed": {s: r["curves"] for s, r in results.items()},
         "details_seed0": {"fidelity": results[args.seeds[0]]["fidelity"],
                           "ood": results[args.seeds[0]]["ood"]},
     }

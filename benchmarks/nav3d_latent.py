@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import plot_path, write_result
+from benchmarks.common import plot_path, pyplot, write_result
 from benchmarks.nav3d_fidelity import ENV, _Episodes, slow_noisy_policy
 
 MODELS = {"raw": ("pets", {"model.ensemble_size": "1", "model.stochastic": "false"}),
@@ -83,11 +83,7 @@ def run_seed(seed: int, episodes: int, heldout: int, horizon: int, obstacle_obse
 
 
 def _plot(results: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, split in zip(axes, ("no_gusts", "gusts"), strict=True):
         for name in MODELS:
