@@ -141,3 +141,22 @@ def test_pixel_observation_from_mujoco_env_is_uint8_chw():
     assert obs.shape == (3, 32, 32) and obs.dtype == np.uint8
     assert obs.std() > 1.0  # a real picture, not a constant frame
     env.close()
+
+
+def test_stacked_frames_show_motion_and_start_from_copies():
+    from worldflux.core.errors import ConfigError
+
+    env = make("worldflux/Nav3D-v0", obs_type="image", frame_stack=2, seed=0, gust_std=0.0)
+    assert env.observation_space.shape == (6, 64, 64)
+    obs, _ = env.reset()
+    assert obs.shape == (6, 64, 64) and obs.dtype == np.uint8
+    np.testing.assert_array_equal(obs[:3], obs[3:])  # the first frame fills every slot
+    previous = obs[3:].copy()
+    obs, *_ = env.step(np.array([1.0, 0.0, 1.0], np.float32))
+    np.testing.assert_array_equal(obs[:3], previous)  # oldest first: the frame before
+    assert np.any(obs[3:] != obs[:3])  # the body moved between the two frames
+    assert env.observation_space.contains(obs)
+    with pytest.raises(ConfigError, match="frame_stack"):
+        make("worldflux/Nav3D-v0", frame_stack=2)  # state observations are not stacked
+    with pytest.raises(ConfigError, match="frame_stack"):
+        make("worldflux/Nav3D-v0", obs_type="image", frame_stack=0)

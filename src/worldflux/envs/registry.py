@@ -36,6 +36,7 @@ from worldflux.envs.wrappers import (
     NormalizeAction,
     PixelObservation,
     SeedOnFirstReset,
+    StackFrames,
     StateObservation,
 )
 
@@ -200,6 +201,7 @@ def make(
     image_size: int = 64,
     normalize_actions: bool = True,
     max_episode_steps: int | None = None,
+    frame_stack: int = 1,
     **kwargs: Any,
 ) -> gymnasium.Env:
     """Build an environment ready for world-model training.
@@ -219,6 +221,8 @@ def make(
         max_episode_steps: time limit in *inner env steps* (before action repeat), reported as
             ``truncated``. Default: the env's registered limit (dm_control: 1000 steps, Atari:
             108000 frames).
+        frame_stack: image observations only: the last ``frame_stack`` agent-step frames
+            stacked along channels, ``[3 * frame_stack, size, size]`` (:class:`StackFrames`).
         **kwargs: passed to ``gymnasium.make``. Extra keys understood here: for dm_control
             ``camera_id``; for Atari ``frame_skip=4``, ``grayscale=True``, ``noop_max=30``,
             ``sticky_action_probability=0.25``, ``terminal_on_life_loss=False``.
@@ -241,6 +245,11 @@ def make(
         raise ConfigError(f"action_repeat: expected an integer >= 1, got {action_repeat!r}")
     if int(image_size) != image_size or image_size < 1:
         raise ConfigError(f"image_size: expected a positive integer, got {image_size!r}")
+    if isinstance(frame_stack, bool) or int(frame_stack) != frame_stack or frame_stack < 1:
+        raise ConfigError(f"frame_stack: expected an integer >= 1, got {frame_stack!r}")
+    if frame_stack > 1 and obs_type != "image":
+        raise ConfigError(f"frame_stack: got {frame_stack} with obs_type={obs_type!r}; frames "
+                          "are stacked for image observations only (obs_type='image')")
 
     make_kwargs: dict[str, Any] = {"disable_env_checker": True}
     if max_episode_steps is not None:
@@ -259,6 +268,8 @@ def make(
             logger.warning("%s: action bounds are not finite; actions left unnormalised", env_id)
     if action_repeat > 1:
         env = ActionRepeat(env, int(action_repeat))
+    if frame_stack > 1:
+        env = StackFrames(env, int(frame_stack))
     if seed is not None:
         env = SeedOnFirstReset(env, int(seed))
     return env

@@ -22,6 +22,7 @@ __all__ = [
     "NormalizeAction",
     "PixelObservation",
     "SeedOnFirstReset",
+    "StackFrames",
     "StateObservation",
     "disable_shadows",
 ]
@@ -222,6 +223,37 @@ class ChannelFirst(gymnasium.ObservationWrapper):
         if self._add_channel:
             observation = observation[..., None]
         return np.ascontiguousarray(np.moveaxis(observation, -1, 0))
+
+
+class StackFrames(gymnasium.ObservationWrapper):
+    """The last ``k`` image observations ``[C, H, W]`` stacked along channels: ``[k * C, H, W]``,
+    oldest first, so that one observation shows motion (a single frame has no velocity).
+
+    After ``reset`` the first frame fills every slot. Works for any ``[C, ...]`` Box space (the
+    first axis is stacked).
+    """
+
+    def __init__(self, env: gymnasium.Env, k: int) -> None:
+        super().__init__(env)
+        if isinstance(k, bool) or int(k) != k or k < 1:
+            raise ValueError(f"StackFrames: k must be an integer >= 1, got {k!r}")
+        space = env.observation_space
+        if not isinstance(space, spaces.Box) or len(space.shape) < 2:
+            raise ValueError(f"StackFrames: expected a Box space of shape [C, ...], got {space}")
+        self.k = int(k)
+        self.observation_space = spaces.Box(
+            low=np.concatenate([space.low] * self.k), high=np.concatenate([space.high] * self.k),
+            dtype=space.dtype)
+        self._frames: list[np.ndarray] = []
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self._frames = [np.asarray(obs)] * self.k
+        return np.concatenate(self._frames), info
+
+    def observation(self, observation: Any) -> np.ndarray:
+        self._frames = [*self._frames[1:], np.asarray(observation)]
+        return np.concatenate(self._frames)
 
 
 class SeedOnFirstReset(gymnasium.Wrapper):

@@ -103,6 +103,7 @@ def env_factory_for(env: str | EnvFactory | Any) -> EnvFactory:
         return lambda **kwargs: envs.make(config.env, action_repeat=config.action_repeat,
                                           obs_type=config.obs_type,
                                           image_size=config.image_size,
+                                          frame_stack=getattr(config, "frame_stack", 1),
                                           **{**getattr(config, "env_options", {}), **kwargs})
     if callable(env):
         return env

@@ -51,6 +51,10 @@ class TrainConfig:
     image_size: int = 64
     """Side of square image observations (``obs_type="image"``)."""
 
+    frame_stack: int = 1
+    """Image observations: stack the last ``frame_stack`` frames along channels
+    (``[3 * frame_stack, H, W]``) so that one observation shows motion."""
+
     env_options: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the environment itself, e.g. Nav3D's
     ``--set 'train.env_options={"obstacle_observation": "each", "gust_std": 1.0}'``."""
@@ -97,7 +101,7 @@ class TrainConfig:
         """Raise :class:`ConfigError` naming the first invalid field."""
         positive = {"steps": self.steps, "eval_episodes": self.eval_episodes,
                     "action_repeat": self.action_repeat, "image_size": self.image_size,
-                    "buffer_capacity": self.buffer_capacity,
+                    "buffer_capacity": self.buffer_capacity, "frame_stack": self.frame_stack,
                     "max_nonfinite_steps": self.max_nonfinite_steps}
         for name, value in positive.items():
             if value < 1:

@@ -36,7 +36,7 @@ def make_env(config: TrainConfig, *, seed: int) -> gymnasium.Env:
 
     return envs.make(config.env, seed=seed, action_repeat=config.action_repeat,
                      obs_type=config.obs_type, image_size=config.image_size,
-                     **config.env_options)
+                     frame_stack=config.frame_stack, **config.env_options)
 
 
 def specs_for(env: gymnasium.Env) -> tuple[ObservationSpec, ActionSpec]:

@@ -79,7 +79,8 @@ def make_render_env(config, seed: int, *, size: int = 256) -> gymnasium.Env:
             kwargs["render_size"] = int(size)
     return envs.make(env_id, seed=seed, action_repeat=config.action_repeat,
                      obs_type=config.obs_type, image_size=config.image_size,
-                     **{**getattr(config, "env_options", {}), **kwargs})
+                     frame_stack=config.frame_stack if config.obs_type == "image" else 1,
+                     **{**config.env_options, **kwargs})
 
 
 def _render(env: gymnasium.Env) -> np.ndarray:
@@ -219,7 +220,8 @@ def side_by_side_plot_frames(real: np.ndarray, imagined: np.ndarray,
     Flat observations ``[T + 1, D]``: an animated figure with one panel per dimension
     (``names[i]`` as its title), the real curve (dark, solid) and the imagined one (orange,
     dashed) growing up to step ``t`` in frame ``t``. Image observations ``[T + 1, C, H, W]``
-    (uint8, ``C`` 1 or 3): frame ``t`` is real ``t`` | imagined ``t`` with a white 2-pixel gap.
+    (uint8, ``C`` 1 or 3, or stacked frames ``3k`` of which the newest is shown): frame ``t``
+    is real ``t`` | imagined ``t`` with a white 2-pixel gap.
     """
     real, imagined = np.asarray(real), np.asarray(imagined)
     if real.shape != imagined.shape:
@@ -233,8 +235,11 @@ def side_by_side_plot_frames(real: np.ndarray, imagined: np.ndarray,
 
 
 def _image_pairs(real: np.ndarray, imagined: np.ndarray) -> np.ndarray:
-    if real.shape[1] not in (1, 3):
-        raise DataError(f"real: got {real.shape[1]} channels, expected 1 or 3 ([T + 1, C, H, W])")
+    if real.shape[1] != 1 and real.shape[1] % 3:
+        raise DataError(f"real: got {real.shape[1]} channels, expected 1, 3 or stacked frames of "
+                        "3 ([T + 1, C, H, W])")
+    if real.shape[1] > 3:  # stacked frames (oldest first): show the newest
+        real, imagined = real[:, -3:], imagined[:, -3:]
 
     def hwc(frames: np.ndarray) -> np.ndarray:
         if frames.dtype != np.uint8:
