@@ -14,6 +14,7 @@ BENCHMARKS = {
     "precision_speed": "bf16 autocast vs fp32: ms per PETS ensemble optimiser step, same run",
     "nav3d_mpc": "PETS MPC on Nav3D (state), 3 seeds: success, and risk-averse vs neutral collisions",
     "nav3d_fidelity": "open-loop fidelity, calibration and OOD of 4 dynamics families on Nav3D",
+    "nav3d_pixel_mpc": "MPC from 64x64 stacked frames vs from state on Nav3D: success, decisions/s",
     "nav3d_latent": "state autoencoder error; latent vs raw-observation dynamics on Nav3D, 3 seeds",
     "replay_memory": "peak memory of a 1M-frame 64x64x3 replay buffer: in RAM vs on disk",
     "tdmpc2_speed": "ms per TD-MPC2 update (batch 256, H3) and MPPI decision, 1M/5M, 1-2 threads",
