@@ -72,6 +72,20 @@ def plot_path(name: str) -> Path:
     return RESULTS / f"{name}.png"
 
 
+class Transitions:
+    """Arrays ``obs [N, ...]``, ``action [N, A]``, ``reward [N]``, ``next_obs [N, ...]`` read
+    like a replay buffer by an MPC agent's ``train_model`` (``all_transitions``)."""
+
+    def __init__(self, obs, action, reward, next_obs) -> None:
+        self.data = (obs, action, reward, next_obs)
+
+    def all_transitions(self):
+        import numpy as np
+
+        obs, action, reward, next_obs = self.data
+        return obs, action, reward, next_obs, np.zeros(len(obs), bool)
+
+
 def pyplot():
     import matplotlib
 

@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import plot_path, write_result
+from benchmarks.common import Transitions, plot_path, write_result
 
 VARIANTS = {
     "mlp": {"model.ensemble_size": "1", "model.stochastic": "false"},
@@ -83,21 +83,33 @@ def oracle_floor(episodes, options: dict, horizon: int, *, draws: int = 64,
     return np.median(np.asarray(ratios), axis=0)
 
 
-class _Episodes:
-    """``all_transitions`` over episode dicts, as the agent's training round reads a buffer."""
+def episodes_as_transitions(episodes) -> Transitions:
+    """Episode dicts -> every transition, as the agent's training round reads a buffer."""
+    obs, act, rew, nxt = [], [], [], []
+    for ep in episodes:
+        obs.append(ep["obs"][:-1])
+        nxt.append(ep["obs"][1:])
+        act.append(ep["actions"][1:])
+        rew.append(ep["rewards"][1:])
+    return Transitions(*(np.concatenate(x) for x in (obs, act, rew, nxt)))
 
-    def __init__(self, episodes):
-        obs, act, rew, nxt = [], [], [], []
-        for ep in episodes:
-            obs.append(ep["obs"][:-1])
-            nxt.append(ep["obs"][1:])
-            act.append(ep["actions"][1:])
-            rew.append(ep["rewards"][1:])
-        self.data = [np.concatenate(x) for x in (obs, act, rew, nxt)]
 
-    def all_transitions(self):
-        obs, act, rew, nxt = self.data
-        return obs, act, rew, nxt, np.zeros(len(obs), bool)
+def flights(seed: int, episodes: int, heldout: int, obstacle_observation: str):
+    """``(config, training flights, held-out flights, the same held-out flights without
+    gusts)`` of the slow, noisy scripted controller; held-out flights use other seeds."""
+    from worldflux.envs.nav3d.config import Nav3DConfig
+    from worldflux.evaluation import collect_episodes
+
+    options = {"obstacle_observation": obstacle_observation}
+    config = Nav3DConfig().replace(**options)
+    train = collect_episodes(ENV, slow_noisy_policy(seed, config), episodes, seed=1000 * seed,
+                             env_options=options)
+    held_seed = 20_000 + 1000 * seed
+    gusty = collect_episodes(ENV, slow_noisy_policy(seed + 100, config), heldout,
+                             seed=held_seed, env_options=options)
+    calm = collect_episodes(ENV, slow_noisy_policy(seed + 100, config), heldout,
+                            seed=held_seed, env_options={**options, "gust_std": 0.0})
+    return config, train, gusty, calm
 
 
 def run_seed(seed: int, episodes: int, heldout: int, horizon: int,
@@ -106,18 +118,13 @@ def run_seed(seed: int, episodes: int, heldout: int, horizon: int,
 
     from worldflux.agents import build_agent
     from worldflux.core.spec import ActionSpec, ObservationSpec
-    from worldflux.envs.nav3d.config import Nav3DConfig
-    from worldflux.evaluation import collect_episodes, ood_split, open_loop_fidelity
+    from worldflux.evaluation import ood_split, open_loop_fidelity
 
     options = {"obstacle_observation": obstacle_observation}
-    config = Nav3DConfig().replace(**options)
     torch.manual_seed(seed)
-    train_eps = collect_episodes(ENV, slow_noisy_policy(seed, config), episodes,
-                                 seed=1000 * seed, env_options=options)
+    config, train_eps, held_eps, calm_eps = flights(seed, episodes, heldout, obstacle_observation)
     held_seed = 20_000 + 1000 * seed
-    held_eps = collect_episodes(ENV, slow_noisy_policy(seed + 100, config), heldout,
-                                seed=held_seed, env_options=options)
-    data = _Episodes(train_eps)
+    data = episodes_as_transitions(train_eps)
     models, fits = {}, {}
     for name, overrides in VARIANTS.items():
         agent = build_agent("pets", ObservationSpec((config.obs_dim,)), ActionSpec(3),
@@ -132,8 +139,6 @@ def run_seed(seed: int, episodes: int, heldout: int, horizon: int,
                                          starts_per_episode=8, seed=seed)
                 for name, model in models.items()}
     # The same flights without gusts: what the model gets wrong beyond the env's own noise.
-    calm_eps = collect_episodes(ENV, slow_noisy_policy(seed + 100, config), heldout,
-                                seed=held_seed, env_options={**options, "gust_std": 0.0})
     calm = {name: open_loop_fidelity(model, calm_eps, horizon=horizon, num_samples=10,
                                      starts_per_episode=8, seed=seed)
             for name, model in models.items()}

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from benchmarks.common import plot_path, pyplot, write_result
-from benchmarks.nav3d_fidelity import ENV, _Episodes, slow_noisy_policy
+from benchmarks.nav3d_fidelity import ENV, episodes_as_transitions, flights
 
 MODELS = {"raw": ("pets", {"model.ensemble_size": "1", "model.stochastic": "false"}),
           "latent": ("latent-mpc", {})}
@@ -37,20 +37,11 @@ def run_seed(seed: int, episodes: int, heldout: int, horizon: int, obstacle_obse
 
     from worldflux.agents import build_agent
     from worldflux.core.spec import ActionSpec, ObservationSpec
-    from worldflux.envs.nav3d.config import Nav3DConfig
-    from worldflux.evaluation import collect_episodes, open_loop_fidelity
+    from worldflux.evaluation import open_loop_fidelity
 
-    options = {"obstacle_observation": obstacle_observation}
-    config = Nav3DConfig().replace(**options)
     torch.manual_seed(seed)
-    train_eps = collect_episodes(ENV, slow_noisy_policy(seed, config), episodes,
-                                 seed=1000 * seed, env_options=options)
-    held_seed = 20_000 + 1000 * seed
-    gusty = collect_episodes(ENV, slow_noisy_policy(seed + 100, config), heldout,
-                             seed=held_seed, env_options=options)
-    calm = collect_episodes(ENV, slow_noisy_policy(seed + 100, config), heldout,
-                            seed=held_seed, env_options={**options, "gust_std": 0.0})
-    data = _Episodes(train_eps)
+    config, train_eps, gusty, calm = flights(seed, episodes, heldout, obstacle_observation)
+    data = episodes_as_transitions(train_eps)
     out: dict = {"fits": {}, "summary": {}, "curves": {}}
     for name, (agent_name, overrides) in MODELS.items():
         extra = {"autoencoder_epochs": str(autoencoder_epochs)} if name == "latent" else {}

@@ -26,21 +26,12 @@ import time
 
 import numpy as np
 
-from benchmarks.common import plot_path, pyplot, write_result
+from benchmarks.common import Transitions, plot_path, pyplot, write_result
 from benchmarks.nav3d_fidelity import ENV, slow_noisy_policy
 
 # The planner of the online state benchmark (nav3d_mpc): CEM 150 x 3 iterations, horizon 15.
 PLANNER = {"planner.name": "cem", "planner.population": "150", "planner.elites": "15",
            "planner.iterations": "3", "planner.horizon": "15", "num_particles": "1"}
-
-
-class _Transitions:
-    def __init__(self, obs, action, reward, next_obs):
-        self.data = (obs, action, reward, next_obs)
-
-    def all_transitions(self):
-        obs, action, reward, next_obs = self.data
-        return obs, action, reward, next_obs, np.zeros(len(obs), bool)
 
 
 def collect(seed: int, episodes: int) -> dict[str, np.ndarray]:
@@ -121,7 +112,7 @@ def run_seed(seed: int, args) -> dict:
         agent = build_agent(agent_name, spec, ActionSpec(3), device=torch.device("cpu"),
                             seed=seed, overrides=overrides)
         started = time.time()
-        fit = agent.train_model(_Transitions(data[obs_key], data["action"],
+        fit = agent.train_model(Transitions(data[obs_key], data["action"],
                                              data["reward"].astype(np.float32), data[next_key]))
         out["fits"][name] = {**{k: float(v) for k, v in fit.items() if "member" not in k},
                              "seconds": round(time.time() - started, 1)}
