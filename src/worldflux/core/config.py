@@ -69,6 +69,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin in (tuple, list):
         if isinstance(value, str):
             text = value.strip()
+            if text.startswith("(") and text.endswith(")"):  # Python's tuple form: "(1, 2)"
+                text = "[" + text[1:-1].strip().rstrip(",") + "]"
             try:
                 value = json.loads(text if text.startswith("[") else f"[{text}]")
             except json.JSONDecodeError as exc:
