@@ -125,8 +125,9 @@ def model():
     model = worldflux.create_world_model("pets", obs_shape=(3,), action_dim=1, device="cpu",
                                          ensemble_size=3, hidden_size=16, num_layers=2)
     with torch.no_grad():  # normalisers away from their initial values
-        for buffer in model.buffers():
-            if torch.is_floating_point(buffer):
+        persistent = set(model.state_dict())  # saved buffers; others derive from the config
+        for name, buffer in model.named_buffers():
+            if torch.is_floating_point(buffer) and name in persistent:
                 buffer.mul_(1.5).add_(0.25)
     return model.eval()
 
