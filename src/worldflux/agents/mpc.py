@@ -226,9 +226,15 @@ class MPCAgent(Agent):
         ranks first; every rank then runs :meth:`_fit` on its shard of each minibatch.
         """
         obs, action, reward, next_obs, _ = buffer.all_transitions()
-        to = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=self.device)  # noqa: E731
-        data = {"obs": to(obs), "action": to(action), "reward": to(reward).reshape(-1),
-                "next_obs": to(next_obs)}
+        def to(array, keep_uint8: bool = False) -> torch.Tensor:
+            # uint8 images stay uint8 (a quarter of the memory); families scale them themselves.
+            array = np.asarray(array)
+            if not (keep_uint8 and array.dtype == np.uint8):
+                array = array.astype(np.float32, copy=False)
+            return torch.as_tensor(array, device=self.device)
+
+        data = {"obs": to(obs, True), "action": to(action), "reward": to(reward).reshape(-1),
+                "next_obs": to(next_obs, True)}
         if data["obs"].shape[0] < 2:
             return {}
         round_seed = int(torch.randint(2**62, (1,), generator=self.generator, device=self.device))
