@@ -68,7 +68,7 @@ class TokenConfig:
     """Weight of the episode-end loss (binary cross-entropy of ``terminated``)."""
     tokenizer_learning_rate: float = 1e-3
     """Adam learning rate of the tokenizer."""
-    dynamics_learning_rate: float = 1e-3
+    dynamics_learning_rate: float = 2e-3
     """AdamW learning rate of the dynamics."""
     weight_decay: float = 0.01
     """AdamW weight decay of the dynamics' matrices."""

@@ -75,9 +75,9 @@ class TokenDynamics(nn.Module):
         K, D, V = config.tokens_per_frame, config.embed_dim, config.codebook_size
         self.mask_token = V
         self.token_embed = nn.Embedding(V + 1, D)
-        self.spatial = nn.Parameter(torch.randn(K, D) * 0.02)
-        self.temporal = nn.Parameter(torch.randn(config.history + 1, D) * 0.02)
-        self.slot_type = nn.Parameter(torch.randn(2, D) * 0.02)
+        self.spatial = nn.Parameter(torch.randn(K, D))
+        self.temporal = nn.Parameter(torch.randn(config.history + 1, D))
+        self.slot_type = nn.Parameter(torch.randn(2, D))
         self.action_embed = nn.Linear(action_dim, D)
         self.game_embed = nn.Embedding(config.num_games, D)
         self.blocks = nn.ModuleList(Block(D, config.num_heads, config.mlp_ratio)
@@ -86,6 +86,9 @@ class TokenDynamics(nn.Module):
         self.head = nn.Linear(D, V)
         self.reward_head = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, 1))
         self.end_head = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, 1))
+        # Every embedding starts on one scale, N(0, 1) like nn.Embedding's: with positions at
+        # GPT-2's 0.02 next to N(0, 1) tokens, attention took hundreds of steps longer to find
+        # the cells to copy from (a 4x4 moving-ball task).
 
     # -- embeddings ---------------------------------------------------------------------------
     def embed_context(self, tokens: Tensor, game: Tensor) -> Tensor:

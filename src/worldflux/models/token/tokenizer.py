@@ -33,6 +33,9 @@ class Quantizer(nn.Module):
         else:
             self.codebook = nn.Parameter(codes)
             self.register_buffer("cluster_size", torch.ones(K))
+        # EMA of assignments per batch; starts at 0 so that codes never used restart at the
+        # first check.
+        self.register_buffer("usage", torch.zeros(K))
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
 
     def indices(self, z: Tensor) -> Tensor:
@@ -71,6 +74,7 @@ class Quantizer(nn.Module):
         onehot = F.one_hot(idx, K).type_as(z)
         counts = onehot.sum(0)
         self.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
+        self.usage.mul_(decay).add_(counts, alpha=1 - decay)
         if self.config.codebook_update == "ema":
             self.code_sum.mul_(decay).add_(onehot.t() @ z, alpha=1 - decay)
             n = self.cluster_size.sum()
@@ -80,13 +84,14 @@ class Quantizer(nn.Module):
         self.steps.add_(1)
         every = self.config.restart_every
         if every and int(self.steps) % every == 0:
-            dead = self.cluster_size < self.config.dead_code_threshold
+            dead = self.usage < self.config.dead_code_threshold
             count = int(dead.sum())
             if count:
                 pick = torch.randint(z.shape[0], (count,), device=z.device)
                 fresh = z[pick] + 0.01 * z.std() * torch.randn_like(z[pick])
                 self.codebook.data[dead] = fresh
                 self.cluster_size[dead] = 1.0
+                self.usage[dead] = 1.0  # a grace period before it can be restarted again
                 if self.config.codebook_update == "ema":
                     self.code_sum[dead] = fresh
 
