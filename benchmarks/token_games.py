@@ -314,6 +314,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--games", default=",".join(GAMES),
                         help="games of the single-game stage (comma-separated)")
     parser.add_argument("--layers", type=int, default=3, help="transformer blocks")
+    parser.add_argument("--merge", default="",
+                        help="result names (comma-separated) whose stages ran in other processes")
     args = parser.parse_args(argv)
     LAYERS["num_layers"] = args.layers
     started = time.time()
@@ -328,6 +330,11 @@ def main(argv: list[str]) -> None:
     accuracy = previous.get("accuracy", {})
     rolls = previous.get("rollouts", {})
     training = previous.get("training", {})
+    for other in filter(None, args.merge.split(",")):
+        earlier = json.loads((RESULTS / f"{other}.json").read_text())
+        accuracy.update(earlier.get("accuracy", {}))
+        rolls.update(earlier.get("rollouts", {}))
+        training.update(earlier.get("training", {}))
     if args.stage in ("all", "single"):
         for game in args.games.split(","):
             for history in (1, 4):
