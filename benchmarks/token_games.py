@@ -302,7 +302,8 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks token_games")
-    parser.add_argument("--stage", default="all", choices=["all", "single", "multi"])
+    parser.add_argument("--stage", default="all", choices=["all", "single", "multi", "report"],
+                        help="report: only merge results of stages run before (--merge)")
     parser.add_argument("--work", default="/tmp/worldflux_token_games")
     parser.add_argument("--train-envs", type=int, default=128)
     parser.add_argument("--train-steps", type=int, default=200)
