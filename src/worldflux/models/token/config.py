@@ -56,6 +56,11 @@ class TokenConfig:
     parallel_fraction: float = 0.5
     """Training rows whose target frame is fed as mask tokens (parallel mode); the others are
     teacher-forced token by token (causal mode). Both modes share every weight."""
+    copy_prior: float = 4.0
+    """Initial weight (a learned scalar) added to the logit of the token that the same cell holds
+    in the last context frame. Most cells of a game frame do not change, and without this prior
+    the benchmark's dynamics models needed hundreds of steps to learn copying before anything
+    else; 0 starts without it."""
     decoding: Literal["parallel", "causal"] = "parallel"
     """How ``transition`` generates the next frame: all tokens in one pass, or token by token
     with a KV cache."""

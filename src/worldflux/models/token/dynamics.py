@@ -86,6 +86,7 @@ class TokenDynamics(nn.Module):
         self.head = nn.Linear(D, V)
         self.reward_head = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, 1))
         self.end_head = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, 1))
+        self.copy_gain = nn.Parameter(torch.tensor(float(config.copy_prior)))
         # Every embedding starts on one scale, N(0, 1) like nn.Embedding's: with positions at
         # GPT-2's 0.02 next to N(0, 1) tokens, attention took hundreds of steps longer to find
         # the cells to copy from (a 4x4 moving-ball task).
@@ -128,13 +129,21 @@ class TokenDynamics(nn.Module):
                                target[:, :-1])
         slots = self.embed_slots(0, self.slot_contents(action, previous), game, N)
         hidden, _ = self.run(torch.cat([self.embed_context(context, game), slots], 1))
-        return self.heads(hidden[:, -slots.shape[1]:])
+        return self.heads(hidden[:, -slots.shape[1]:], context[:, -1])
 
-    def heads(self, slot_hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Hidden states of target slots ``[B, L, D]`` (slot 0 first) -> logits ``[B, L, V]``,
-        reward and end logit ``[B]`` from slot 0."""
+    def logits(self, hidden: Tensor, last: Tensor) -> Tensor:
+        """Token logits ``[B, L, V]`` of target-slot hidden states ``[B, L, D]``, plus the copy
+        prior: ``copy_gain`` on the token that the same cell holds in the last context frame
+        (``last [B, L]``), so that an untrained model starts from "nothing moves"."""
+        copy = F.one_hot(last, self.config.codebook_size).to(hidden.dtype)
+        return self.head(hidden) + self.copy_gain * copy
+
+    def heads(self, slot_hidden: Tensor, last: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Hidden states of target slots ``[B, L, D]`` (slot 0 first) and the last context
+        frame's tokens ``[B, L]`` -> logits ``[B, L, V]``, reward and end logit ``[B]`` from
+        slot 0."""
         first = slot_hidden[:, 0]
-        return (self.head(slot_hidden), self.reward_head(first).squeeze(-1),
+        return (self.logits(slot_hidden, last), self.reward_head(first).squeeze(-1),
                 self.end_head(first).squeeze(-1))
 
     # -- generation ---------------------------------------------------------------------------
@@ -159,7 +168,7 @@ class TokenDynamics(nn.Module):
                                   device=context.device)
             slots = self.embed_slots(0, self.slot_contents(action, previous), game, N)
             hidden, _ = self.run(torch.cat([ctx, slots], 1))
-            logits, reward, end = self.heads(hidden[:, -K:])
+            logits, reward, end = self.heads(hidden[:, -K:], context[:, -1])
             tokens = _sample(logits, temperature, generator)
             return {"tokens": tokens, "logits": logits, "reward": reward, "end_logit": end}
         if mode != "causal":
@@ -173,7 +182,7 @@ class TokenDynamics(nn.Module):
         end = self.end_head(first_hidden[:, 0]).squeeze(-1)
         last = first_hidden
         for j in range(K):
-            logits = self.head(last[:, -1])
+            logits = self.logits(last[:, -1:], context[:, -1, j:j + 1])[:, 0]
             logits_out.append(logits)
             tokens[:, j] = _sample(logits[:, None], temperature, generator)[:, 0]
             if j == K - 1:
