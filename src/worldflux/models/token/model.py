@@ -208,14 +208,14 @@ class TokenModel(WorldModel):
     @classmethod
     def smoke_task(cls, seed: int, quick: bool = True):
         """A small model (8-channel tokenizer, one 32-wide block) learns Breakout64 frames
-        from the scripted policy: tokenizer and dynamics each with their own optimiser for 40
-        steps (full: 150) on [4, 6] windows; passes when the held-out total loss falls by 30%."""
+        from the scripted policy: tokenizer and dynamics each with their own optimiser for 60
+        steps (full: 200) on [4, 6] windows; passes when the held-out total loss falls by 40% (seeds 0-2: 63-75%)."""
         import numpy as np
 
         from worldflux.envs.games import BreakoutBatch, collect
         from worldflux.quality.smoke import SmokeResult
 
-        steps = 40 if quick else 150
+        steps = 60 if quick else 200
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             obs_spec, action_spec = cls.smoke_specs()
@@ -250,9 +250,9 @@ class TokenModel(WorldModel):
                     optimizers[name].step()
             after = held_out_loss()
         decrease = (before - after) / max(abs(before), 1e-12)
-        return SmokeResult(bool(decrease >= 0.25), float(decrease), 0.25,
+        return SmokeResult(bool(decrease >= 0.4), float(decrease), 0.4,
                            f"Breakout64 frames, {steps} steps per component: held-out loss "
-                           f"{before:.4g} -> {after:.4g}; relative decrease must be >= 0.25")
+                           f"{before:.4g} -> {after:.4g}; relative decrease must be >= 0.4")
 
 
 def make_windows(tokens: Tensor, is_first: Tensor, history: int) -> Tensor:
