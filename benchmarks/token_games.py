@@ -35,8 +35,9 @@ GAMES = ("Breakout64", "Collect64")
 GALLERY = RESULTS / "gallery"
 
 
-LAYERS = {"num_layers": 3}
-"""Dynamics depth of this benchmark (set from ``--layers``); the family's default is 4."""
+LAYERS = {"num_layers": 3, "embed_dim": 128}
+"""Dynamics size of this benchmark (``--layers``, ``--embed-dim``); the family's default is
+4 x 128."""
 
 
 def _model(history: int, num_games: int, **overrides):
@@ -315,10 +316,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--games", default=",".join(GAMES),
                         help="games of the single-game stage (comma-separated)")
     parser.add_argument("--layers", type=int, default=3, help="transformer blocks")
+    parser.add_argument("--embed-dim", type=int, default=128, help="transformer width")
+    parser.add_argument("--histories", default="1,4", help="histories of the single-game stage")
     parser.add_argument("--merge", default="",
                         help="result names (comma-separated) whose stages ran in other processes")
     args = parser.parse_args(argv)
     LAYERS["num_layers"] = args.layers
+    LAYERS["embed_dim"] = args.embed_dim
     started = time.time()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -338,7 +342,7 @@ def main(argv: list[str]) -> None:
         training.update(earlier.get("training", {}))
     if args.stage in ("all", "single"):
         for game in args.games.split(","):
-            for history in (1, 4):
+            for history in (int(h) for h in args.histories.split(",")):
                 key = f"{game}/h{history}"
                 trained = train_dynamics(work, f"{game}_h{history}", [game], history,
                                          args.dynamics_steps, data, tokens, args)
