@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_PIN := torch==2.13.0
-EXTRAS ?= dev,dmc,atari,onnx,hub,wandb,video
+EXTRAS ?= dev,dmc,atari,onnx,hub,wandb,video,play
 
 # Headless MuJoCo rendering (dm_control pixels) uses EGL from Mesa (software, llvmpipe).
 export MUJOCO_GL ?= egl
@@ -22,6 +22,16 @@ system-deps:
 	      || echo "warning: could not install libegl1; pixel observations of MuJoCo tasks will fail"; \
 	  else \
 	    echo "warning: libEGL not found; install Mesa EGL (Debian: libegl1 libegl-mesa0) for pixel observations"; \
+	  fi; \
+	fi
+	@# Headless chromium + its driver for the browser test of `worldflux play` (tests/play).
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = "0" ]; then \
+	    echo "installing chromium and chromium-driver for the browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	      || echo "warning: could not install chromium; the browser test of worldflux play will be skipped"; \
+	  else \
+	    echo "warning: chromium/chromedriver not found; the browser test of worldflux play will be skipped (Debian: apt-get install chromium chromium-driver)"; \
 	  fi; \
 	fi
 

@@ -31,4 +31,5 @@ __all__ = [
     "create_world_model", "from_pretrained", "list_models",
 ]
 
+import worldflux.envs.games  # noqa: E402,F401  (registers worldflux/Breakout64-v0, Collect64-v0)
 import worldflux.envs.nav3d  # noqa: E402,F401  (registers worldflux/Nav3D-v0 with gymnasium)

@@ -56,6 +56,9 @@ SMALL_CASES: dict[str, FamilyCase] = {
     "linear-gaussian": FamilyCase((4,), 2, {}),
     "tdmpc2": FamilyCase((4,), 2, {"model_size": 1, "enc_dim": 32, "mlp_dim": 32,
                                    "latent_dim": 16}),
+    "token": FamilyCase((3, 64, 64), 4, {"channels": 8, "code_dim": 8, "codebook_size": 16,
+                                         "history": 2, "embed_dim": 32, "num_layers": 1,
+                                         "num_heads": 2}),
 }
 DEFAULT_CASE = FamilyCase()
 B, T = 3, 4

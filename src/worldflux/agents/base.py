@@ -38,6 +38,7 @@ def _load_builtin_agents() -> None:
     import worldflux.agents.mpc  # noqa: F401
     import worldflux.agents.random_agent  # noqa: F401
     import worldflux.agents.tdmpc2  # noqa: F401
+    import worldflux.agents.token_world  # noqa: F401
 
 
 AgentRegistry = Registry("agent", "worldflux.agents", _builtins=_load_builtin_agents)

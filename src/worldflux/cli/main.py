@@ -377,7 +377,8 @@ def _register_subcommands() -> None:
     """Commands defined in their own modules (each has ``register(app)``)."""
     import importlib
 
-    for module in ("worldflux.cli.export", "worldflux.cli.verify", "worldflux.cli.report"):
+    for module in ("worldflux.cli.export", "worldflux.cli.verify", "worldflux.cli.report",
+                   "worldflux.cli.play"):
         try:
             importlib.import_module(module).register(app)
         except ModuleNotFoundError as exc:

@@ -22,6 +22,7 @@ import os as _os
 if "MUJOCO_GL" not in _os.environ and not _os.environ.get("DISPLAY"):
     _os.environ["MUJOCO_GL"] = "egl"
 
+import worldflux.envs.games  # noqa: F401  (registers worldflux/Breakout64-v0, Collect64-v0)
 import worldflux.envs.nav3d  # noqa: F401  (registers worldflux/Nav3D-v0 with gymnasium)
 from worldflux.envs.checker import check_env
 from worldflux.envs.registry import list_envs, make, make_vector

@@ -15,9 +15,10 @@ from worldflux.models.pets import (
     PETSModel,
 )
 from worldflux.models.tdmpc2 import TDMPC2Config, TDMPC2Model
+from worldflux.models.token import TokenConfig, TokenModel
 
 __all__ = [
     "DeterministicEnsembleModel", "GaussianMLPModel", "LatentConfig", "LatentConvModel",
     "LatentMLPModel", "LatentModel", "LatentVAEModel", "MLPDynamicsModel", "PETSConfig",
-    "PETSModel", "TDMPC2Config", "TDMPC2Model",
+    "PETSModel", "TDMPC2Config", "TDMPC2Model", "TokenConfig", "TokenModel",
 ]

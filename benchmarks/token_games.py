@@ -1,0 +1,389 @@
+"""``token`` family on the native games: frame history, rollouts, one model for two games.
+
+Data: per game, the scripted policy with 30% random actions, 128 worlds x 200 steps for
+training (25,728 frames) and 16 other worlds x 100 steps held out (seeds apart). One VQ
+tokenizer (8x8 tokens, 128 codes) learns the frames of both games; every dynamics model then
+trains on its tokens with the same recipe and number of examples per game:
+
+* per game: history 1 (single-frame context, the baseline) and history 4;
+* ``multi``: one history-4 model with a game embedding on both games at once (twice the steps,
+  so each game gets as many examples as its single-game model).
+
+Measured on held-out examples: next-frame token accuracy in parallel mode (all 64 tokens, and
+only the tokens that change from the last context frame), against copying the last frame's
+tokens; greedy causal (KV-cached) decoding accuracy on a subset; and 24-step imagined rollouts
+from real starts with the real actions: PSNR per step against the real frames, next to the
+copy-last-frame baseline and the tokenizer's own reconstruction PSNR (the ceiling). A gallery
+of real-vs-imagined GIFs and frames goes to ``results/gallery/``.
+
+Stages (``--stage``) can run in separate processes; trained weights stay in ``--work``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import RESULTS, plot_path, pyplot, write_result
+
+GAMES = ("Breakout64", "Collect64")
+GALLERY = RESULTS / "gallery"
+
+
+LAYERS = {"num_layers": 3, "embed_dim": 128}
+"""Dynamics size of this benchmark (``--layers``, ``--embed-dim``); the family's default is
+4 x 128."""
+
+
+def _model(history: int, num_games: int, **overrides):
+    import worldflux
+
+    torch.manual_seed(0)
+    return worldflux.create_world_model(
+        "token", obs_shape=(3, 64, 64), action_dim=4, action_kind="discrete", device="cpu",
+        history=history, num_games=num_games, **{**LAYERS, **overrides})
+
+
+def collect_data(work: Path, args) -> dict[str, dict[str, np.ndarray]]:
+    from worldflux.envs.games import GAMES as GAME_CLASSES
+    from worldflux.envs.games import collect
+
+    data = {}
+    for name in GAMES:
+        for split, envs, steps, seed in (("train", args.train_envs, args.train_steps, 0),
+                                         ("test", 16, 100, 1000)):
+            path = work / f"data_{name}_{split}.npz"
+            if not path.exists():
+                game = GAME_CLASSES[name](envs, seed=seed)
+                d = collect(game, steps, "scripted", seed=seed, epsilon=0.3)
+                np.savez(path, **d)
+            data[f"{name}/{split}"] = dict(np.load(path, allow_pickle=False))
+    return data
+
+
+def train_tokenizer(work: Path, data, args) -> dict:
+    path = work / "tokenizer.pt"
+    model = _model(1, len(GAMES))
+    if path.exists():
+        model.tokenizer.load_state_dict(torch.load(path, weights_only=True))
+        return json.loads((work / "tokenizer.json").read_text())
+    frames = np.concatenate([data[f"{g}/train"]["obs"].reshape(-1, 3, 64, 64) for g in GAMES])
+    frames = torch.from_numpy(frames)
+    optimizer = model.optimizers()["tokenizer"]
+    rng = torch.Generator().manual_seed(0)
+    started = time.time()
+    model.train()
+    history = []
+    for step in range(args.tokenizer_steps):
+        batch = frames[torch.randint(len(frames), (64,), generator=rng)]
+        out = model.tokenizer_loss(batch)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        if step % 50 == 0 or step == args.tokenizer_steps - 1:
+            history.append({"step": step, **out.metrics})
+    model.eval()
+    result = {"steps": args.tokenizer_steps, "batch_frames": 64,
+              "train_s": round(time.time() - started, 1), "curve": history}
+    with torch.no_grad():
+        for g in GAMES:
+            test = torch.from_numpy(data[f"{g}/test"]["obs"].reshape(-1, 3, 64, 64)[::4])
+            tokens = model.tokenize(test)
+            recon = model.detokenize(tokens)
+            result[g] = {"psnr_db": psnr(recon, test.float()).mean().item(),
+                         "codes_used": int(torch.unique(tokens).numel()),
+                         "codebook_size": model.config.codebook_size}
+    torch.save(model.tokenizer.state_dict(), path)
+    (work / "tokenizer.json").write_text(json.dumps(result))
+    return result
+
+
+def psnr(pred: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB) per frame of ``[N, 3, H, W]`` frames on the 0..255 scale."""
+    mse = ((pred.float() - real.float()) / 255.0).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def tokenize_all(work: Path, data) -> dict[str, torch.Tensor]:
+    path = work / "tokens.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    model = _model(1, len(GAMES))
+    model.tokenizer.load_state_dict(torch.load(work / "tokenizer.pt", weights_only=True))
+    model.eval()
+    tokens = {}
+    with torch.no_grad():
+        for key, d in data.items():
+            N, T = d["obs"].shape[:2]
+            tokens[key] = model.tokenize(torch.from_numpy(d["obs"].reshape(N * T, 3, 64, 64))) \
+                .reshape(N, T, -1)
+    torch.save(tokens, path)
+    return tokens
+
+
+def examples(tokens: torch.Tensor, d: dict[str, np.ndarray], history: int, game: int) -> dict:
+    from worldflux.models.token import make_windows
+
+    is_first = torch.from_numpy(d["is_first"])
+    windows = make_windows(tokens, is_first, history)
+    valid = ~is_first[:, 1:]
+    actions = torch.nn.functional.one_hot(torch.from_numpy(d["actions"]).clamp_min(0), 4).float()
+    return {"context": windows[valid], "action": actions[:, 1:][valid],
+            "target": tokens[:, 1:][valid],
+            "reward": torch.from_numpy(d["rewards"])[:, 1:][valid],
+            "terminated": torch.from_numpy(d["terminated"])[:, 1:][valid],
+            "game": torch.full((int(valid.sum()),), game, dtype=torch.long)}
+
+
+def _cat(parts: list[dict]) -> dict:
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def train_dynamics(work: Path, name: str, games: list[str], history: int, steps: int, data,
+                   tokens, args) -> dict:
+    path = work / f"dynamics_{name}.pt"
+    model = _model(history, len(GAMES))
+    model.tokenizer.load_state_dict(torch.load(work / "tokenizer.pt", weights_only=True))
+    info_path = work / f"dynamics_{name}.json"
+    if path.exists():
+        model.dynamics.load_state_dict(torch.load(path, weights_only=True))
+        return {"model": model, **json.loads(info_path.read_text())}
+    train = _cat([examples(tokens[f"{g}/train"], data[f"{g}/train"], history, GAMES.index(g))
+                  for g in games])
+    optimizer = model.optimizers()["dynamics"]
+    rng = torch.Generator().manual_seed(1)
+    M = len(train["target"])
+    started = time.time()
+    model.train()
+    curve = []
+    for step in range(steps):
+        idx = torch.randint(M, (args.batch,), generator=rng)
+        out = model.dynamics_loss_on_tokens(*(train[k][idx] for k in (
+            "context", "action", "target", "reward", "terminated", "game")))
+        optimizer.zero_grad()
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.dynamics.parameters(), 1.0)
+        optimizer.step()
+        if step % 25 == 0 or step == steps - 1:
+            curve.append({"step": step, **out.metrics})
+    model.eval()
+    info = {"history": history, "games": games, "steps": steps, "batch": args.batch,
+            "train_examples": M, "train_s": round(time.time() - started, 1), "curve": curve}
+    torch.save(model.dynamics.state_dict(), path)
+    info_path.write_text(json.dumps(info))
+    return {"model": model, **info}
+
+
+@torch.no_grad()
+def evaluate(model, game: str, data, tokens, history: int, causal_examples: int) -> dict:
+    test = examples(tokens[f"{game}/test"], data[f"{game}/test"], history, GAMES.index(game))
+    preds = []
+    for part in range(0, len(test["target"]), 64):
+        sl = slice(part, part + 64)
+        out = model.dynamics.generate(test["context"][sl], test["action"][sl], test["game"][sl],
+                                      mode="parallel")
+        preds.append(out["tokens"])
+    pred, target, last = torch.cat(preds), test["target"], test["context"][:, -1]
+    changed = target != last
+    result = {"examples": len(target),
+              "token_accuracy": (pred == target).float().mean().item(),
+              "changed_token_accuracy": (pred == target)[changed].float().mean().item(),
+              "changed_fraction": changed.float().mean().item(),
+              "copy_last_accuracy": (last == target).float().mean().item()}
+    n = causal_examples
+    out = model.dynamics.generate(test["context"][:n], test["action"][:n], test["game"][:n],
+                                  mode="causal", use_cache=True)
+    result["causal"] = {"examples": n,
+                        "token_accuracy": (out["tokens"] == target[:n]).float().mean().item(),
+                        "changed_token_accuracy":
+                            (out["tokens"] == target[:n])[changed[:n]].float().mean().item(),
+                        "parallel_token_accuracy_same_examples":
+                            (pred[:n] == target[:n]).float().mean().item()}
+    return result
+
+
+@torch.no_grad()
+def rollouts(model, game: str, data, tokens, horizon: int, starts: int) -> dict:
+    from worldflux.core.types import State
+
+    d = data[f"{game}/test"]
+    tok = tokens[f"{game}/test"]
+    obs = torch.from_numpy(d["obs"])
+    actions = torch.nn.functional.one_hot(torch.from_numpy(d["actions"]).clamp_min(0), 4).float()
+    history = model.config.history
+    chosen = []
+    N, T = d["is_first"].shape
+    for env in range(N):  # the first start in each world with a whole window and horizon
+        for t0 in range(history, T - horizon, 7):
+            if not d["is_first"][env, t0 - history + 1:t0 + horizon + 1].any():
+                chosen.append((env, t0))
+                break
+    chosen = chosen[:starts]
+    envs = torch.tensor([c[0] for c in chosen])
+    t0s = torch.tensor([c[1] for c in chosen])
+    context = torch.stack([tok[e, t - history + 1:t + 1] for e, t in chosen])
+    game_index = torch.full((len(chosen),), GAMES.index(game), dtype=torch.long)
+    state = State({"tokens": context, "reward": torch.zeros(len(chosen)),
+                   "continue": torch.ones(len(chosen)), "game": game_index})
+    imagined, real = [], []
+    for k in range(1, horizon + 1):
+        state = model.transition(state, actions[envs, t0s + k])
+        imagined.append(model.decode(state).preds["obs"])
+        real.append(obs[envs, t0s + k].float())
+    imagined_t, real_t = torch.stack(imagined, 1), torch.stack(real, 1)
+    start = obs[envs, t0s].float()
+    model_psnr = [psnr(imagined_t[:, k], real_t[:, k]).mean().item() for k in range(horizon)]
+    copy_psnr = [psnr(start, real_t[:, k]).mean().item() for k in range(horizon)]
+    ceiling = [psnr(model.detokenize(model.tokenize(real_t[:, k])), real_t[:, k]).mean().item()
+               for k in range(horizon)]
+    _gallery(game, start, real_t, imagined_t)
+    return {"starts": len(chosen), "horizon": horizon, "model_psnr_db": model_psnr,
+            "copy_last_psnr_db": copy_psnr, "tokenizer_ceiling_psnr_db": ceiling}
+
+
+def _gallery(game: str, start, real, imagined, count: int = 2) -> None:
+    from PIL import Image
+
+    GALLERY.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for k in range(real.shape[1]):
+        rows = []
+        for i in range(min(count, real.shape[0])):
+            pair = [real[i, k], torch.full((3, 64, 2), 255.0), imagined[i, k]]
+            rows.append(torch.cat(pair, 2))
+            rows.append(torch.full((3, 2, 130), 255.0))
+        frames.append(torch.cat(rows, 1).byte().permute(1, 2, 0).numpy())
+    images = [Image.fromarray(f).resize((f.shape[1] * 3, f.shape[0] * 3), Image.NEAREST)
+              for f in frames]
+    images[0].save(GALLERY / f"token_{game}_real_vs_imagined.gif", save_all=True,
+                   append_images=images[1:], duration=120, loop=0)
+    strip = np.concatenate([np.concatenate([real[0, k].byte().permute(1, 2, 0).numpy(),
+                                            imagined[0, k].byte().permute(1, 2, 0).numpy()], 0)
+                            for k in range(0, real.shape[1], 4)], 1)
+    Image.fromarray(strip).resize((strip.shape[1] * 2, strip.shape[0] * 2), Image.NEAREST) \
+        .save(GALLERY / f"token_{game}_strip.png")
+
+
+def plot(result: dict, path: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    labels, values, colors = [], [], []
+    for game in GAMES:
+        for key, color in (("h1", "tab:gray"), ("h4", "tab:blue"), ("multi", "tab:green")):
+            entry = result["accuracy"].get(f"{game}/{key}")
+            if entry:
+                labels.append(f"{game[:-2]}\n{key}")
+                values.append(entry["changed_token_accuracy"])
+                colors.append(color)
+    axes[0].bar(range(len(values)), values, color=colors)
+    axes[0].set_xticks(range(len(values)), labels, fontsize=8)
+    axes[0].set_ylabel("held-out accuracy on changing tokens")
+    axes[0].set_title("next-frame tokens: history 1 vs 4 vs one model for both")
+    for i, game in enumerate(GAMES):
+        roll = result["rollouts"].get(game)
+        if not roll:
+            continue
+        ax = axes[1 + i]
+        steps = range(1, roll["horizon"] + 1)
+        ax.plot(steps, roll["model_psnr_db"], label="imagined (history 4)")
+        ax.plot(steps, roll["copy_last_psnr_db"], label="copy last frame", ls="--")
+        ax.plot(steps, roll["tokenizer_ceiling_psnr_db"], label="tokenizer ceiling", ls=":")
+        ax.set_xlabel("imagined step")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"{game}: open-loop rollout")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks token_games")
+    parser.add_argument("--stage", default="all", choices=["all", "single", "multi", "report"],
+                        help="report: only merge results of stages run before (--merge)")
+    parser.add_argument("--work", default="/tmp/worldflux_token_games")
+    parser.add_argument("--train-envs", type=int, default=128)
+    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--tokenizer-steps", type=int, default=800)
+    parser.add_argument("--dynamics-steps", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--horizon", type=int, default=24)
+    parser.add_argument("--name", default="token_games")
+    parser.add_argument("--games", default=",".join(GAMES),
+                        help="games of the single-game stage (comma-separated)")
+    parser.add_argument("--layers", type=int, default=3, help="transformer blocks")
+    parser.add_argument("--embed-dim", type=int, default=128, help="transformer width")
+    parser.add_argument("--histories", default="1,4", help="histories of the single-game stage")
+    parser.add_argument("--merge", default="",
+                        help="result names (comma-separated) whose stages ran in other processes")
+    args = parser.parse_args(argv)
+    LAYERS["num_layers"] = args.layers
+    LAYERS["embed_dim"] = args.embed_dim
+    started = time.time()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    data = collect_data(work, args)
+    tok_result = train_tokenizer(work, data, args)
+    tokens = tokenize_all(work, data)
+    result_path = RESULTS / f"{args.name}.json"
+    previous = json.loads(result_path.read_text()) if result_path.exists() else {}
+    accuracy = previous.get("accuracy", {})
+    rolls = previous.get("rollouts", {})
+    training = previous.get("training", {})
+    for other in filter(None, args.merge.split(",")):
+        earlier = json.loads((RESULTS / f"{other}.json").read_text())
+        accuracy.update(earlier.get("accuracy", {}))
+        rolls.update(earlier.get("rollouts", {}))
+        training.update(earlier.get("training", {}))
+    if args.stage in ("all", "single"):
+        for game in args.games.split(","):
+            for history in (int(h) for h in args.histories.split(",")):
+                key = f"{game}/h{history}"
+                trained = train_dynamics(work, f"{game}_h{history}", [game], history,
+                                         args.dynamics_steps, data, tokens, args)
+                model = trained.pop("model")
+                training[key] = trained
+                accuracy[key] = evaluate(model, game, data, tokens, history, 64)
+                if history == 4:
+                    rolls[game] = rollouts(model, game, data, tokens, args.horizon, 16)
+    if args.stage in ("all", "multi"):
+        trained = train_dynamics(work, "multi_h4", list(GAMES), 4, 2 * args.dynamics_steps,
+                                 data, tokens, args)
+        model = trained.pop("model")
+        training["multi"] = trained
+        for game in GAMES:
+            accuracy[f"{game}/multi"] = evaluate(model, game, data, tokens, 4, 64)
+    summary = {}
+    for game in GAMES:
+        h1, h4 = accuracy.get(f"{game}/h1"), accuracy.get(f"{game}/h4")
+        multi = accuracy.get(f"{game}/multi")
+        entry = {}
+        if h1 and h4:
+            entry["h1_vs_h4_token_accuracy"] = [h1["token_accuracy"], h4["token_accuracy"]]
+            entry["h1_vs_h4_changed_token_accuracy"] = [h1["changed_token_accuracy"],
+                                                        h4["changed_token_accuracy"]]
+        if multi and h4:
+            entry["multi_over_single_token_accuracy"] = \
+                multi["token_accuracy"] / h4["token_accuracy"]
+            entry["multi_over_single_changed_token_accuracy"] = \
+                multi["changed_token_accuracy"] / h4["changed_token_accuracy"]
+        roll = rolls.get(game)
+        if roll:
+            entry["rollout_psnr_db_step1_step20"] = [roll["model_psnr_db"][0],
+                                                     roll["model_psnr_db"][19]]
+            entry["copy_last_psnr_db_step1_step20"] = [roll["copy_last_psnr_db"][0],
+                                                       roll["copy_last_psnr_db"][19]]
+        summary[game] = entry
+    payload = {"summary": summary, "tokenizer": tok_result, "accuracy": accuracy,
+               "rollouts": rolls, "training": training,
+               "settings": {k: v for k, v in vars(args).items() if k != "work"}}
+    if previous.get("wall_time_s"):
+        payload["earlier_stages_wall_time_s"] = previous["wall_time_s"]
+    write_result(args.name, payload, started)
+    plot({"accuracy": accuracy, "rollouts": rolls}, plot_path(args.name))
+    print(json.dumps(summary, indent=2))

@@ -1,0 +1,120 @@
+"""Configuration of the ``token`` family (VQ-VAE tokenizer + transformer dynamics, IRIS-like)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from worldflux.core.errors import ConfigError
+
+
+@dataclass
+class TokenConfig:
+    """Frames -> a grid of discrete tokens -> a transformer predicts the next frame's tokens.
+
+    Sizes default to what trains in minutes on one CPU thread for 64x64 games; IRIS (Micheli et
+    al. 2023) uses a 16x16 grid, a 512-code book and a 10-layer, 256-wide transformer on Atari.
+    """
+
+    # -- tokenizer ----------------------------------------------------------------------------
+    grid_size: int = 8
+    """Tokens per image side (``K = grid_size**2`` tokens per frame); the image side divided by
+    it must be a power of two (one stride-2 conv stage per halving)."""
+    codebook_size: int = 128
+    """Codes in the VQ codebook (the vocabulary of the dynamics)."""
+    code_dim: int = 32
+    """Width of a code vector."""
+    channels: int = 32
+    """Channels of the first conv stage of the tokenizer (later stages: twice as many)."""
+    codebook_update: Literal["ema", "learned"] = "ema"
+    """``ema``: codes follow an exponential moving average of the encoder outputs assigned to
+    them (VQ-VAE, van den Oord et al. 2017, appendix A.1); ``learned``: codes are parameters
+    trained by the codebook loss ``||sg(z) - e||^2``."""
+    ema_decay: float = 0.99
+    """Decay of the EMA codebook statistics (0.99 as in the VQ-VAE paper)."""
+    commitment: float = 0.25
+    """Weight ``beta`` of the commitment loss ``||z - sg(e)||^2`` (0.25, VQ-VAE paper)."""
+    dead_code_threshold: float = 0.1
+    """A code whose EMA usage (assignments per training batch) falls below this is restarted
+    at a random encoder output of the current batch (after Dhariwal et al. 2020, Jukebox)."""
+    restart_every: int = 20
+    """Tokenizer training steps between dead-code restarts (0 = never)."""
+    # -- dynamics -----------------------------------------------------------------------------
+    history: int = 4
+    """Frames of context ``N`` the dynamics sees (the current one and ``N - 1`` before it)."""
+    embed_dim: int = 128
+    """Width of the transformer."""
+    num_layers: int = 4
+    """Transformer blocks."""
+    num_heads: int = 4
+    """Attention heads."""
+    mlp_ratio: int = 4
+    """Hidden width of the blocks' MLPs over ``embed_dim``."""
+    num_games: int = 1
+    """Rows of the game embedding (one model learning several games: their ``game`` index)."""
+    parallel_fraction: float = 0.5
+    """Training rows whose target frame is fed as mask tokens (parallel mode); the others are
+    teacher-forced token by token (causal mode). Both modes share every weight."""
+    copy_prior: float = 4.0
+    """Initial weight (a learned scalar) added to the logit of the token that the same cell holds
+    in the last context frame. Most cells of a game frame do not change, and without this prior
+    the benchmark's dynamics models needed hundreds of steps to learn copying before anything
+    else; 0 starts without it."""
+    decoding: Literal["parallel", "causal"] = "parallel"
+    """How ``transition`` generates the next frame: all tokens in one pass, or token by token
+    with a KV cache."""
+    temperature: float = 0.0
+    """Sampling temperature of generated tokens; 0 = the most likely token (deterministic)."""
+    # -- losses and optimisation --------------------------------------------------------------
+    reward_scale: float = 1.0
+    """Weight of the reward loss (squared error in symlog space)."""
+    end_scale: float = 1.0
+    """Weight of the episode-end loss (binary cross-entropy of ``terminated``)."""
+    tokenizer_learning_rate: float = 1e-3
+    """Adam learning rate of the tokenizer."""
+    dynamics_learning_rate: float = 2e-3
+    """AdamW learning rate of the dynamics."""
+    weight_decay: float = 0.01
+    """AdamW weight decay of the dynamics' matrices."""
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid_size * self.grid_size
+
+    def validate(self, obs_spec=None, action_spec=None) -> None:
+        """Raise :class:`ConfigError` naming the first invalid field."""
+        positive = {"grid_size": self.grid_size, "codebook_size": self.codebook_size,
+                    "code_dim": self.code_dim, "channels": self.channels,
+                    "history": self.history, "embed_dim": self.embed_dim,
+                    "num_layers": self.num_layers, "num_heads": self.num_heads,
+                    "mlp_ratio": self.mlp_ratio, "num_games": self.num_games}
+        for name, value in positive.items():
+            if int(value) < 1:
+                raise ConfigError(f"{name}: got {value}, expected an integer >= 1")
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"embed_dim: got {self.embed_dim}, expected a multiple of "
+                              f"num_heads={self.num_heads}")
+        if self.codebook_update not in ("ema", "learned"):
+            raise ConfigError(f"codebook_update: got {self.codebook_update!r}, expected 'ema' or "
+                              "'learned'")
+        if self.decoding not in ("parallel", "causal"):
+            raise ConfigError(f"decoding: got {self.decoding!r}, expected 'parallel' or 'causal'")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay: got {self.ema_decay}, expected in (0, 1)")
+        if not 0.0 <= self.parallel_fraction <= 1.0:
+            raise ConfigError(f"parallel_fraction: got {self.parallel_fraction}, expected in [0, 1]")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature: got {self.temperature}, expected >= 0")
+        if self.restart_every < 0:
+            raise ConfigError(f"restart_every: got {self.restart_every}, expected >= 0 (0 = off)")
+        if obs_spec is None:
+            return
+        shape = tuple(obs_spec.shape)
+        if len(shape) != 3 or shape[1] != shape[2]:
+            raise ConfigError(f"obs_shape: got {shape}, expected square images (C, H, H) such as "
+                              "(3, 64, 64)")
+        ratio = shape[1] / self.grid_size
+        if ratio < 2 or ratio != int(ratio) or not math.log2(ratio).is_integer():
+            raise ConfigError(f"grid_size: got {self.grid_size} for {shape[1]}x{shape[2]} images, "
+                              "expected the image side divided by a power of two (>= 2)")

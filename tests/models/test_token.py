@@ -1,0 +1,211 @@
+"""The ``token`` family: KV cache, decoding modes, frame history, game embedding, tokenizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import worldflux
+from worldflux.core.errors import ConfigError, ContractError
+from worldflux.envs.games import BreakoutBatch, collect
+from worldflux.models.token import Quantizer, TokenConfig, make_windows
+
+TINY = {"channels": 8, "code_dim": 8, "codebook_size": 16, "embed_dim": 32, "num_layers": 2,
+        "num_heads": 2}
+
+
+def tiny_model(history: int = 2, obs_side: int = 64, **overrides):
+    torch.manual_seed(0)
+    return worldflux.create_world_model(
+        "token", obs_shape=(3, obs_side, obs_side), action_dim=4, action_kind="discrete",
+        device="cpu", history=history, **{**TINY, **overrides})
+
+
+def random_inputs(model, batch: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    c = model.config
+    context = torch.randint(0, c.codebook_size, (batch, c.history, c.tokens_per_frame), generator=g)
+    action = torch.nn.functional.one_hot(torch.randint(0, 4, (batch,), generator=g), 4).float()
+    return context, action, torch.zeros(batch, dtype=torch.long)
+
+
+def test_cached_and_uncached_causal_decoding_agree():
+    model = tiny_model().eval()
+    context, action, game = random_inputs(model)
+    cached = model.dynamics.generate(context, action, game, mode="causal", use_cache=True)
+    full = model.dynamics.generate(context, action, game, mode="causal", use_cache=False)
+    assert torch.equal(cached["tokens"], full["tokens"])
+    torch.testing.assert_close(cached["logits"], full["logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cached["reward"], full["reward"])
+    # Sampled tokens too: the same draws give the same frame.
+    draws = [model.dynamics.generate(context, action, game, mode="causal", use_cache=use,
+                                     temperature=1.0,
+                                     generator=torch.Generator().manual_seed(5))["tokens"]
+             for use in (True, False)]
+    assert torch.equal(*draws)
+
+
+def test_generation_matches_the_teacher_forced_training_pass():
+    model = tiny_model().eval()
+    context, action, game = random_inputs(model)
+    with torch.no_grad():
+        causal = model.dynamics.generate(context, action, game, mode="causal")
+        logits, _, _ = model.dynamics(context, action, causal["tokens"], game,
+                                      torch.zeros(3, dtype=torch.bool))
+        torch.testing.assert_close(logits, causal["logits"], atol=1e-5, rtol=1e-5)
+        parallel = model.dynamics.generate(context, action, game, mode="parallel")
+        logits, reward, _ = model.dynamics(context, action, parallel["tokens"], game,
+                                           torch.ones(3, dtype=torch.bool))
+        torch.testing.assert_close(logits, parallel["logits"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(reward, causal["reward"], atol=1e-5, rtol=1e-5)
+
+
+def test_transition_modes_and_update_shift_the_history():
+    model = tiny_model(history=3).eval()
+    frames = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    state = model.encode(frames)
+    assert state["tokens"].shape == (2, 3, 64)
+    assert torch.equal(state["tokens"][:, 0], state["tokens"][:, 2])
+    action = torch.tensor([0, 3])
+    for mode in ("parallel", "causal"):
+        nxt = model.transition(state, action, mode=mode)
+        assert torch.equal(nxt["tokens"][:, :2], state["tokens"][:, 1:])
+        assert nxt["continue"].shape == (2,) and ((0 <= nxt["continue"]) & (nxt["continue"] <= 1)).all()
+    other = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    updated = model.update(state, action, other)
+    assert torch.equal(updated["tokens"][:, -1], model.tokenize(other))
+    assert model.decode(updated).preds["obs"].shape == (2, 3, 64, 64)
+
+
+def test_windows_repeat_the_first_frame_of_an_episode():
+    tokens = torch.arange(6).view(1, 6, 1)
+    is_first = torch.tensor([[True, False, False, True, False, False]])
+    windows = make_windows(tokens, is_first, 3)[0, :, :, 0]
+    assert windows.tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 2], [3, 3, 3], [3, 3, 4]]
+
+
+def _moving_ball(batch: int, games: torch.Tensor, g: torch.Generator, history: int,
+                 by_game: bool):
+    """A ball token (1) on a background (0) of 16 cells, moving one cell per frame: to the
+    right or the left at random, or (``by_game``) right in game 0 and left in game 1.
+    Returns context ``[batch, history, 16]`` and target ``[batch, 16]`` tokens."""
+    if by_game:
+        direction = 1 - 2 * games
+    else:
+        direction = torch.where(torch.rand(batch, generator=g) < 0.5, -1, 1)
+    start = torch.randint(4, 12, (batch,), generator=g)
+    frames = torch.zeros(batch, history + 1, 16, dtype=torch.long)
+    for t in range(history + 1):
+        position = (start + direction * (t - history)).clamp(0, 15)
+        frames[torch.arange(batch), t, position] = 1
+    return frames[:, :history], frames[:, history]
+
+
+def _train_ball(history: int, num_games: int = 1, by_game: bool = False, steps: int = 150):
+    """Accuracy on the changing tokens of a tiny dynamics model trained on the moving ball."""
+    torch.manual_seed(0)
+    model = worldflux.create_world_model(
+        "token", obs_shape=(3, 16, 16), action_dim=4, action_kind="discrete", device="cpu",
+        history=history, num_games=num_games, grid_size=4, codebook_size=4, embed_dim=32,
+        num_layers=2, num_heads=2, channels=4, code_dim=4, dynamics_learning_rate=6e-3)
+    optimizer = model.optimizers()["dynamics"]
+    g = torch.Generator().manual_seed(0)
+    action = torch.zeros(64, 4)
+    for _ in range(steps):
+        games = torch.randint(0, num_games, (64,), generator=g)
+        context, target = _moving_ball(64, games, g, history, by_game)
+        out = model.dynamics_loss_on_tokens(context, action, target, torch.zeros(64), torch.zeros(
+            64, dtype=torch.bool), games)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    games = torch.arange(256) % num_games
+    context, target = _moving_ball(256, games, torch.Generator().manual_seed(99), history,
+                                   by_game)
+    pred = model.dynamics.generate(context, action[:1].expand(256, -1), games)["tokens"]
+    changed = target != context[:, -1]
+    return (pred == target)[changed].float().mean().item()
+
+
+def test_frame_history_resolves_motion_that_one_frame_cannot():
+    one = _train_ball(history=1)
+    two = _train_ball(history=2)
+    assert two > 0.95
+    # From one frame the direction is a coin flip (the vacated cell is still predictable).
+    assert one < 0.85
+
+
+def test_game_embedding_tells_the_games_apart():
+    # One frame, but the game decides the direction: only the game embedding can tell.
+    assert _train_ball(history=1, num_games=2, by_game=True, steps=250) > 0.9
+
+
+def test_tokenizer_learns_game_frames_and_components_have_own_optimisers():
+    data = collect(BreakoutBatch(8, seed=0), 24, "random", seed=0)
+    frames = torch.from_numpy(data["obs"].reshape(-1, 3, 64, 64))
+    model = tiny_model()
+    optimizers = model.optimizers()
+    dynamics_before = [p.detach().clone() for p in model.dynamics.parameters()]
+    first = model.tokenizer_loss(frames[:64]).metrics
+    for step in range(40):
+        out = model.tokenizer_loss(frames[(step * 32) % 160:][:32])
+        optimizers["tokenizer"].zero_grad()
+        out.loss.backward()
+        optimizers["tokenizer"].step()
+    model.eval()
+    last = model.tokenizer_loss(frames[160:]).metrics
+    assert last["psnr"] > first["psnr"] + 5
+    assert last["codes_used"] > 0.2
+    for before, after in zip(dynamics_before, model.dynamics.parameters(), strict=True):
+        assert torch.equal(before, after)
+
+
+def test_dead_codes_are_restarted_at_encoder_outputs():
+    config = TokenConfig(codebook_size=8, code_dim=2, restart_every=5, dead_code_threshold=0.5)
+    quantizer = Quantizer(config).train()
+    data = torch.randn(256, 2) * 0.05 + 10.0  # far from every initial code
+    with torch.enable_grad():
+        for _ in range(5):
+            quantizer(data)
+    distance = (quantizer.codebook - 10.0).norm(dim=1)
+    assert (distance < 1.0).sum() >= 7  # the unused codes moved to the data
+
+
+def test_learned_codebook_gets_gradients():
+    model = tiny_model(codebook_update="learned")
+    frames = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    model.tokenizer_loss(frames).loss.backward()
+    assert model.tokenizer.quantizer.codebook.grad is not None
+
+
+def test_loss_reads_the_game_and_rejects_unknown_ones():
+    model = tiny_model(num_games=2)
+    batch = {"obs": torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8),
+             "actions": torch.tensor([[0, 1, 2], [0, 3, 3]]),
+             "rewards": torch.zeros(2, 3), "terminated": torch.zeros(2, 3, dtype=torch.bool),
+             "truncated": torch.zeros(2, 3, dtype=torch.bool),
+             "is_first": torch.tensor([[True, False, False]] * 2),
+             "game": torch.tensor([0, 1])}
+    out = model.loss(batch)
+    assert out.metrics["dynamics/examples"] == 4 and torch.isfinite(out.loss)
+    batch["game"] = torch.tensor([0, 2])
+    with pytest.raises(ContractError, match="num_games"):
+        model.loss(batch)
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("grid_size", 6, "power of two"), ("embed_dim", 31, "multiple of num_heads"),
+    ("decoding", "beam", "parallel"), ("codebook_update", "kmeans", "ema")])
+def test_bad_config_is_rejected(field, value, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_model(**{field: value})
+
+
+def test_rollout_runs_from_real_frames():
+    model = tiny_model().eval()
+    frames = torch.from_numpy(np.ascontiguousarray(
+        collect(BreakoutBatch(2, seed=0), 1, "random")["obs"][:, 0]))
+    trajectory = model.rollout(model.encode(frames), torch.randint(0, 4, (2, 5)))
+    assert trajectory.states["tokens"].shape == (2, 5, 2, 64)
+    assert trajectory.continues.shape == (2, 5)
