@@ -16,6 +16,10 @@ BENCHMARKS = {
     "nav3d_fidelity": "open-loop fidelity, calibration and OOD of 4 dynamics families on Nav3D",
     "replay_memory": "peak memory of a 1M-frame 64x64x3 replay buffer: in RAM vs on disk",
     "tdmpc2_speed": "ms per TD-MPC2 update (batch 256, H3) and MPPI decision, 1M/5M, 1-2 threads",
+    "ppo_cartpole": "PPO on CartPole-v1, 3 seeds: wall time to greedy return >= 475",
+    "ppo_pendulum": "PPO (Gaussian) on Pendulum-v1, 3 seeds: wall time to greedy return >= -250",
+    "ppo_puzzle": "PPO on the 3x3 sliding puzzle (depth 32, 95% solved) vs TwisteRL, + collection",
+    "alphazero_games": "AlphaZero: tic-tac-toe vs minimax, connect-four vs random, 3x3 puzzle",
 }
 
 

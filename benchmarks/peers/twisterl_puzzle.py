@@ -61,6 +61,8 @@ def main() -> None:
                                      int(sys.argv[4]))
     algo = sys.argv[5] if len(sys.argv) > 5 else "ppo"
     torch.manual_seed(seed)
+    if os.environ.get("TWISTERL_THREADS"):  # the same torch thread count as the worldflux run
+        torch.set_num_threads(int(os.environ["TWISTERL_THREADS"]))
     cores = os.cpu_count() or 1
     start = time.perf_counter()
     algorithm = prepare_algorithm(config(algo, cores))

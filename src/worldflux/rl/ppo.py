@@ -85,6 +85,10 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     """Gradient norm clip."""
 
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this before the advantages are computed (e.g. 0.1 for returns
+    in the hundreds, so the value loss and ``clip_value`` work at a sane scale)."""
+
     target_kl: float | None = None
     """Stop the epochs of an update early when the approximate KL exceeds this."""
 
@@ -261,7 +265,7 @@ class PPO:
             obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
             done = terminated | truncated
             self.tracker.update(reward, done, info)
-            reward_t = torch.as_tensor(reward, device=dev)
+            reward_t = torch.as_tensor(reward, device=dev) * cfg.reward_scale
             cut = truncated & ~terminated
             if cut.any() and "final_obs" in info:
                 # A time limit is not a terminal state: bootstrap from the last observation.
