@@ -78,8 +78,13 @@ def run_worldflux(seed: int, limit_s: float, eval_episodes: int, eval_every: int
             "collect_steps_per_s": collection_speed(ppo)}
 
 
-def collection_speed(ppo, rollouts: int = 5) -> float:
-    """Env steps per second of ``PPO.collect`` (policy forward, sampling, env step, GAE)."""
+def collection_speed(trained, rollouts: int = 5) -> float:
+    """Env steps per second of ``PPO.collect`` (policy forward, sampling, env step, GAE) with
+    the trained policy on 256 puzzles at depth 32 (as the peer's figure)."""
+    from worldflux.rl import PPO, make_batched_env
+
+    env = make_batched_env("puzzle/sliding-3x3", 256, seed=1, depth=DEPTH)
+    ppo = PPO(env, trained.config, policy=trained.policy, seed=1)
     ppo.collect()
     start = time.perf_counter()
     for _ in range(rollouts):

@@ -92,8 +92,10 @@ def main() -> None:
             if success >= target:
                 solved_at = elapsed
                 break
-    # Collection throughput: count the steps of one more collection with the final policy.
+    # Collection throughput: count the steps of one more collection with the final policy,
+    # at depth 32 (the worldflux figure is taken at depth 32 too).
     algorithm.sync_rs_policy()
+    algorithm.env.difficulty = DEPTH
     data, seconds = algorithm.collect()
     steps = len(data.obs)
     print(json.dumps({"seed": seed, "solved_at_s": solved_at,
