@@ -121,7 +121,14 @@ def main(argv: list[str] | None = None) -> None:
         values = [r[key] for r in rows if r.get(key) is not None]
         return float(np.median(values)) if values else None
 
+    def first_at(rows, level):  # TwisteRL's own curriculum criterion is 85%
+        times = [next((c["elapsed_s"] for c in r["curve"] if c["solve_rate"] >= level), None)
+                 for r in rows]
+        return [t for t in times if t is not None]
+
     summary = {
+        "worldflux_time_to_85_s": first_at(ours, 0.85),
+        "twisterl_time_to_85_s": first_at(peer, 0.85),
         "worldflux_time_to_target_s": median(ours, "solved_at_s"),
         "twisterl_time_to_target_s": median(peer, "solved_at_s"),
         "worldflux_collect_steps_per_s": median(ours, "collect_steps_per_s"),

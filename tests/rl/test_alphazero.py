@@ -97,3 +97,21 @@ def test_alphazero_self_play_learns_tictactoe_targets():
     # A trained agent takes an immediate win.
     win = np.array([[1, 1, 0, -1, -1, 0, 0, 0, 0]], dtype=np.int8)
     assert az.choose(win, simulations=64)[0] == 2
+
+
+def test_alphazero_single_agent_puzzle_episodes_and_value_targets():
+    rules = SlidingPuzzleRules(3)
+
+    def start(n, rng):
+        return rules.scramble(n, 2, rng)
+
+    config = AlphaZeroConfig(games_per_iteration=32, max_moves=6, train_steps=5,
+                             mcts=MCTSConfig(simulations=24, discount=0.9),
+                             policy=PolicyConfig(hidden=(32,), activation="relu", shared=True))
+    az = AlphaZero(rules, config, start_states=start, seed=0)
+    stats = az.play_episodes()
+    assert stats["episode/success"] > 0.9  # depth-2 scrambles, searched with 24 simulations
+    values = np.concatenate(az._buffer["value"])
+    assert values.max() == 1.0 and np.all(values <= 1.0) and np.all(values >= 0.0)
+    assert np.any(np.isclose(values, 0.9))  # two moves from solved: discount^1
+    az.train()
