@@ -181,5 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         out[name] = tasks[name](seconds, args.seed)
         print(name, json.dumps({k: v for k, v in out[name].items() if k != "last_metrics"}),
               flush=True)
-    path = write_result("alphazero_games", {"seed": args.seed, "tasks": out}, started)
+    # A run of some of the tasks gets its own file, so it never overwrites the full run.
+    name = "alphazero_games" if len(args.tasks) == 3 else "alphazero_" + "_".join(args.tasks)
+    path = write_result(name, {"seed": args.seed, "seconds": args.seconds, "tasks": out},
+                        started)
     print(f"wrote {path}")
