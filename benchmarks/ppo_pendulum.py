@@ -30,7 +30,7 @@ def config():
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks ppo_pendulum")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=150_000)
+    parser.add_argument("--steps", type=int, default=300_000)
     args = parser.parse_args(argv)
     started = time.time()
     rows = [run_seed("Pendulum-v1", config(), s, args.steps, TARGET, eval_every=5,
