@@ -20,6 +20,7 @@ file's SHA-256 and the largest difference from PyTorch measured at export.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import io
 import json
@@ -95,7 +96,8 @@ def export_rl_policy(policy: nn.Module, observation_space: spaces.Box,
     if action_mask and not discrete:
         raise ConfigError("action_mask: only discrete action spaces have masks")
     path = Path(path)
-    graph = RLPolicyGraph(policy, action_space, action_mask).eval()
+    # Export a CPU copy: the example inputs are CPU tensors and the live policy stays put.
+    graph = RLPolicyGraph(copy.deepcopy(policy).cpu(), action_space, action_mask).eval()
     obs_shape = tuple(observation_space.shape)
     example_obs = torch.zeros((2, *obs_shape))
     args: tuple[Tensor, ...] = (example_obs,)
@@ -107,7 +109,6 @@ def export_rl_policy(policy: nn.Module, observation_space: spaces.Box,
         inputs.append("action_mask")
         dynamic["action_mask"] = {0: "batch"}
     buffer = io.BytesIO()
-    was_training = policy.training
     try:
         with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -119,8 +120,6 @@ def export_rl_policy(policy: nn.Module, observation_space: spaces.Box,
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise WorldFluxError(f"torch.onnx.export of {type(policy).__name__} failed: {first}"
                              ) from exc
-    finally:
-        policy.train(was_training)
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(proto)
     manifest: dict[str, Any] = {
