@@ -20,6 +20,10 @@ BENCHMARKS = {
     "tdmpc2_speed": "ms per TD-MPC2 update (batch 256, H3) and MPPI decision, 1M/5M, 1-2 threads",
     "token_games": "token family on Breakout64/Collect64: history 1 vs 4, rollouts, two games",
     "token_speed": "token family: frames/s parallel vs causal decoding with and without KV cache",
+    "ppo_cartpole": "PPO on CartPole-v1, 3 seeds: wall time to greedy return >= 475",
+    "ppo_pendulum": "PPO (Gaussian) on Pendulum-v1, 3 seeds: wall time to greedy return >= -250",
+    "ppo_puzzle": "PPO on the 3x3 sliding puzzle (depth 32, 95% solved) vs TwisteRL, + collection",
+    "alphazero_games": "AlphaZero: tic-tac-toe vs minimax, connect-four vs random, 3x3 puzzle",
 }
 
 

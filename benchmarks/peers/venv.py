@@ -14,6 +14,8 @@ PEERS = {
     # Install steps in order: torch first (our local CPU wheel), the peer, then overrides of
     # the peer's own pins (pip reports the conflict and installs them).
     "mbrl": [["torch==2.13.0", "numpy"], ["mbrl==0.2.0"], ["hydra-core==1.3.2", "omegaconf==2.3.0"]],
+    # twisterl: Rust environments and collection, PPO / AlphaZero updates in torch.
+    "twisterl": [["torch==2.13.0", "numpy"], ["twisterl==0.5.1"]],
 }
 
 

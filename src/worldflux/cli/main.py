@@ -269,6 +269,14 @@ def train(
         if agent is None:
             raise ConfigError("AGENT: missing; name the agent to train (`worldflux models` lists "
                               "them), or continue a run with --resume RUN_DIR")
+        if agent in ("ppo", "alphazero"):  # fast RL over batched envs: worldflux.cli.rl
+            from worldflux.cli.rl import train_rl_command
+
+            cli_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in ctx.params.items()}
+            _print_summary(train_rl_command(agent, env=env, steps=steps, seed=seed, out=out,
+                                            sets=set_, config=config, device=device,
+                                            eval_episodes=eval_episodes, cli_args=cli_args))
+            return
         train_config, agent_config = build_configs(agent, config, options, set_)
         if out is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
