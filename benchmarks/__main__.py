@@ -16,6 +16,8 @@ BENCHMARKS = {
     "nav3d_fidelity": "open-loop fidelity, calibration and OOD of 4 dynamics families on Nav3D",
     "replay_memory": "peak memory of a 1M-frame 64x64x3 replay buffer: in RAM vs on disk",
     "tdmpc2_speed": "ms per TD-MPC2 update (batch 256, H3) and MPPI decision, 1M/5M, 1-2 threads",
+    "dreamerv3_speed": "ms per DreamerV3 update (16 x 64, H15), vector and 64x64 pixels, size1m/12m",
+    "dreamerv3_cartpole": "DreamerV3 size1m on CartPole-v1: return vs env steps, one seed per run",
 }
 
 

@@ -56,6 +56,8 @@ SMALL_CASES: dict[str, FamilyCase] = {
     "linear-gaussian": FamilyCase((4,), 2, {}),
     "tdmpc2": FamilyCase((4,), 2, {"model_size": 1, "enc_dim": 32, "mlp_dim": 32,
                                    "latent_dim": 16}),
+    "dreamerv3": FamilyCase((4,), 2, {"size": "size1m", "deter": 32, "hidden": 16,
+                                      "units": 16, "classes": 4, "stoch": 4, "blocks": 2}),
 }
 DEFAULT_CASE = FamilyCase()
 B, T = 3, 4

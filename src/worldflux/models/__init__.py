@@ -1,5 +1,6 @@
 """Built-in world-model families (importing this registers them)."""
 
+from worldflux.models.dreamerv3 import DreamerV3Config, DreamerV3Model
 from worldflux.models.latent import (
     LatentConfig,
     LatentConvModel,
@@ -17,7 +18,7 @@ from worldflux.models.pets import (
 from worldflux.models.tdmpc2 import TDMPC2Config, TDMPC2Model
 
 __all__ = [
-    "DeterministicEnsembleModel", "GaussianMLPModel", "LatentConfig", "LatentConvModel",
-    "LatentMLPModel", "LatentModel", "LatentVAEModel", "MLPDynamicsModel", "PETSConfig",
+    "DeterministicEnsembleModel", "DreamerV3Config", "DreamerV3Model", "GaussianMLPModel",
+    "LatentConfig", "LatentConvModel", "LatentMLPModel", "LatentModel", "LatentVAEModel", "MLPDynamicsModel", "PETSConfig",
     "PETSModel", "TDMPC2Config", "TDMPC2Model",
 ]
