@@ -182,3 +182,27 @@ def test_imagination_learns_to_prefer_the_rewarded_action():
                               -1)
     assert metrics["model/reward_loss"] < 0.25 * first["reward_loss"]
     assert float(probs[..., 0].mean()) > 0.8
+
+
+# -- through the training loop ---------------------------------------------------------------------
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_training_loop_runs_checkpoints_and_resumes(tmp_path, env_id):
+    """Discrete (CartPole) and continuous (Pendulum) actions through ``train``; CartPole's short
+    episodes give episode-end checkpoints, from which the run is extended."""
+    from worldflux.training.config import TrainConfig
+    from worldflux.training.loop import train
+
+    overrides = {**TINY, "prefill": "60", "train_ratio": "8"}
+    config = TrainConfig(env=env_id, steps=100, seed=0, eval_every=0, eval_episodes=1,
+                         checkpoint_every=40, log_every=20, tensorboard=False)
+    out = tmp_path / "run"
+    summary = train("dreamerv3", config, overrides, str(out), progress=False)
+    assert summary["steps"] == 100
+    assert (out / "model" / "model.safetensors").is_file()
+    rows = [line for line in (out / "metrics.jsonl").read_text().splitlines()
+            if "train/model/rec_loss" in line]
+    assert rows, "no training metrics were logged"
+    if env_id == "CartPole-v1":
+        extended = TrainConfig(**{**config.__dict__, "steps": 140})
+        again = train("dreamerv3", extended, overrides, str(out), progress=False, resume=True)
+        assert again["steps"] == 140 and again["resumed_from"] is not None
