@@ -129,13 +129,31 @@ def test_return_normaliser_moves_only_in_training_steps():
 
 
 # -- schedule, sequences, checkpoints ----------------------------------------------------------------
-def test_train_ratio_sets_updates_per_env_step_and_short_episodes_use_short_windows():
+def test_train_ratio_sets_updates_per_env_step():
     agent = tiny_agent("discrete", prefill=0, train_ratio=16)  # 16 / (4 * 8) = 0.5 per step
     buffer = random_buffer(agent, episodes=3, length=5)         # episodes of 6 rows < 8
     counts = [bool(agent.update(buffer, env_step=s, episode_done=False)) for s in range(1, 5)]
     assert counts == [False, True, False, True]
     assert agent.updates == 2
-    assert agent.sample(buffer)["obs"].shape[1] == 4             # halved until it fits
+
+
+def test_replay_windows_cross_episode_ends_like_the_reference():
+    agent = tiny_agent("discrete")
+    buffer = random_buffer(agent, episodes=20, length=5)        # episodes of 6 rows < 8
+    batch = buffer.sample_stream(200, 8)
+    assert batch["obs"].shape == (200, 8, 3)
+    first = batch["is_first"]
+    # every window longer than an episode restarts inside it, on a first row (zero action)
+    assert first[:, 1:].any(1).all()
+    assert (batch["actions"][first] == 0).all()
+    # rows between restarts continue one episode: consecutive observations follow the AR(1)
+    # data (|obs - 0.9 prev| stays small) except across a restart
+    obs = batch["obs"]
+    jump = np.abs(obs[:, 1:, 0] - 0.9 * obs[:, :-1, 0])
+    assert jump[~first[:, 1:]].max() < 0.6
+    assert agent.sample(buffer)["obs"].shape[1] == 8            # full-length windows
+    inside = tiny_agent("discrete", replay_across_episodes=False)
+    assert inside.sample(buffer)["obs"].shape[1] == 4            # halved until it fits
 
 
 def test_state_dict_round_trip_continues_identically():

@@ -58,6 +58,10 @@ class DreamerV3AgentConfig:
     batch_length: int = 64
     """Rows per window (paper: 64). Shorter windows are used while no stored episode is this
     long yet."""
+    replay_across_episodes: bool = True
+    """Replayed windows run on across episode ends into other episodes (the reference replay's
+    fixed-length chunks; ``ReplayBuffer.sample_stream``); false keeps each window inside one
+    episode (then short episodes are sampled only once windows are shortened to fit them)."""
     train_ratio: float = 512.0
     """Replayed steps per environment step (paper v1: 512 for DMC, 1024 for Atari 100k and
     proprioceptive control with small budgets)."""
@@ -390,9 +394,13 @@ class DreamerV3Agent(Agent):
         return {key: value / count for key, value in sums.items()} if count else {}
 
     def sample(self, buffer) -> dict[str, Tensor]:
-        """``batch_size`` windows of ``batch_length`` rows (shorter while no stored episode is
-        that long: the longest power-of-two fraction that fits)."""
+        """``batch_size`` windows of ``batch_length`` rows of the stream of episodes, crossing
+        episode boundaries (``is_first`` marks where the RSSM restarts), as in the paper's
+        replay. Buffers without ``sample_stream`` give windows inside one episode (shorter
+        while no stored episode is long enough: the longest power-of-two fraction that fits)."""
         cfg = self.config
+        if cfg.replay_across_episodes and hasattr(buffer, "sample_stream"):
+            return to_torch(buffer.sample_stream(cfg.batch_size, cfg.batch_length), self.device)
         length = cfg.batch_length
         while True:
             try:
