@@ -17,6 +17,15 @@
   loss the same way. The return normaliser and the slow critic move only in training steps.
 * Online schedule: ``prefill`` random steps, then ``train_ratio`` replayed steps per environment
   step (updates per step = ``train_ratio / (batch_size * batch_length)``, accumulated).
+  Replayed windows run on across episode ends (:meth:`ReplayBuffer.sample_stream`), as the
+  reference's fixed-length chunks do; ``is_first`` restarts the RSSM inside a window.
+
+Usage::
+
+    worldflux train dreamerv3 --env CartPole-v1 --steps 50000 --set model.size=size1m
+    worldflux train dreamerv3 --env dmc/cartpole-swingup --set model.size=size1m
+    worldflux train dreamerv3 --env dmc/cartpole-balance --set train.obs_type=image
+    worldflux train dreamerv3 --env atari/pong --set train_ratio=1024
 """
 
 from __future__ import annotations
