@@ -24,6 +24,8 @@ BENCHMARKS = {
     "ppo_pendulum": "PPO (Gaussian) on Pendulum-v1, 3 seeds: wall time to greedy return >= -250",
     "ppo_puzzle": "PPO on the 3x3 sliding puzzle (depth 32, 95% solved) vs TwisteRL, + collection",
     "alphazero_games": "AlphaZero: tic-tac-toe vs minimax, connect-four vs random, 3x3 puzzle",
+    "dreamerv3_speed": "ms per DreamerV3 update (16 x 64, H15), vector and 64x64 pixels, size1m/12m",
+    "dreamerv3_cartpole": "DreamerV3 size1m on CartPole-v1: return vs env steps, one seed per run",
 }
 
 

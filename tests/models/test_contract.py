@@ -59,6 +59,8 @@ SMALL_CASES: dict[str, FamilyCase] = {
     "token": FamilyCase((3, 64, 64), 4, {"channels": 8, "code_dim": 8, "codebook_size": 16,
                                          "history": 2, "embed_dim": 32, "num_layers": 1,
                                          "num_heads": 2}),
+    "dreamerv3": FamilyCase((4,), 2, {"size": "size1m", "deter": 32, "hidden": 16,
+                                      "units": 16, "classes": 4, "stoch": 4, "blocks": 2}),
 }
 DEFAULT_CASE = FamilyCase()
 B, T = 3, 4

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 def _load_builtin_agents() -> None:
+    import worldflux.agents.dreamerv3  # noqa: F401
     import worldflux.agents.latent_mpc  # noqa: F401
     import worldflux.agents.mpc  # noqa: F401
     import worldflux.agents.random_agent  # noqa: F401

@@ -787,6 +787,51 @@ class ReplayBuffer:
         self._note_read(rows.size)
         return batch
 
+    def sample_stream(self, batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
+        """Sample ``batch_size`` windows of ``seq_len`` rows that may cross episode boundaries.
+
+        Each window starts at a stored row drawn uniformly and follows its episode; where the
+        episode's stored rows end (a finished episode, or the unfinished current one), it goes
+        on at the first stored row of an episode drawn uniformly, whose ``is_first`` is set.
+        This is DreamerV3's replay (fixed-length chunks of the stream of episodes, reset by
+        ``is_first``): short episodes are sampled as often as long ones, and episode ends
+        (terminal rows) appear in windows wherever they fall.
+
+        Returns:
+            The keys and shapes of :meth:`sample`.
+        """
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        if int(seq_len) != seq_len or seq_len < 1:
+            raise ValueError(f"seq_len: expected an integer >= 1, got {seq_len!r}")
+        self._check_open()
+        if self._size == 0:
+            raise DataError("cannot sample from an empty ReplayBuffer; add rows first")
+        B, T = int(batch_size), int(seq_len)
+        rows = np.empty((B, T), dtype=np.int64)
+        jumped = np.zeros((B, T), dtype=bool)
+        current = self._rng.integers(0, self._size, size=B)
+        firsts = None
+        for t in range(T):
+            rows[:, t] = current
+            if t == T - 1:
+                break
+            following = self._next_rows[current].copy()
+            ended = following < 0
+            if ended.any():
+                if firsts is None:  # first stored row of each episode: no stored row links to it
+                    links = self._next_rows[: self._size]
+                    linked = np.zeros(self._size, dtype=bool)
+                    linked[links[links >= 0]] = True
+                    firsts = np.flatnonzero(~linked)
+                following[ended] = self._rng.choice(firsts, size=int(ended.sum()))
+                jumped[ended, t + 1] = True
+            current = following
+        batch = {field: getattr(self, f"_{field}")[rows] for field in _ROW_FIELDS}
+        batch["is_first"] = batch["is_first"] | jumped
+        self._note_read(rows.size)
+        return batch
+
     def _transitions(self, starts: np.ndarray) -> Transitions:
         following = self._next_rows[starts]
         transitions = Transitions(

@@ -1,0 +1,139 @@
+"""DreamerV3 learning on gymnasium CartPole-v1 (vector observations, 2 discrete actions).
+
+Target of the issue: mean return >= 450 within 50k environment steps, smallest preset that
+learns. One seed per invocation; each seed trains in ``runs/dreamerv3_cartpole/seed<S>`` (git
+ignored) with checkpoints, so an interrupted seed continues where it stopped when the same
+command runs again (``worldflux train --resume``). Results accumulate across invocations: every
+seed writes ``results/dreamerv3_cartpole_seed<S>.json`` (its curve so far, finished or not),
+and the aggregate ``results/dreamerv3_cartpole.json`` + ``.png`` are rebuilt from every seed file
+present. ``--report`` only rewrites the files from the run directories (for a run still going).
+
+Settings: ``size1m`` preset, batch 16 x 64, imagination horizon 15, every other hyperparameter
+at the paper v1 value, except ``train_ratio`` (paper: 512-1024; default here 64 so that 50k
+steps fit in a few CPU hours; the value used is recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from benchmarks.common import RESULTS, plot_path, pyplot, write_result
+
+NAME = "dreamerv3_cartpole"
+ROOT = Path(__file__).resolve().parent.parent / "runs" / NAME
+TARGET = 450.0
+
+
+def _run_name(seed: int, tag: str) -> str:
+    return f"{tag}_seed{seed}" if tag else f"seed{seed}"
+
+
+def _train(seed: int, steps: int, train_ratio: float, size: str, eval_every: int, tag: str,
+           extra: dict[str, str]) -> None:
+    import torch
+
+    from worldflux.training.config import TrainConfig
+    from worldflux.training.loop import train
+
+    torch.set_num_threads(int(os.environ.get("WF_BENCH_THREADS", 1) or 1))
+    out = ROOT / _run_name(seed, tag)
+    overrides = {"model.size": size, "train_ratio": str(train_ratio), **extra}
+    config = TrainConfig(env="CartPole-v1", steps=steps, seed=seed, eval_every=eval_every,
+                         eval_episodes=5, checkpoint_every=eval_every, log_every=1000)
+    # An existing run continues from its newest checkpoint (and may be extended by --steps).
+    train("dreamerv3", config, overrides, str(out), progress=False,
+          resume=(out / "config.json").is_file())
+
+
+def _read(run_dir: Path) -> dict:
+    episodes, evals = [], []
+    metrics = run_dir / "metrics.jsonl"
+    last_elapsed = 0.0
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            last_elapsed = max(last_elapsed, float(row.get("elapsed", 0.0)))
+            if "episode/return" in row:
+                episodes.append([row["step"], row["episode/return"]])
+    eval_file = run_dir / "eval.jsonl"
+    if eval_file.is_file():
+        evals = [json.loads(line) for line in eval_file.read_text().splitlines() if line]
+    summary = run_dir / "summary.json"
+    return {"episodes": episodes,
+            "evals": [{"step": e["step"], "mean": e["mean"], "std": e["std"]} for e in evals],
+            "finished": summary.is_file(), "elapsed_s": round(last_elapsed, 1)}
+
+
+def _seed_report(seed: int, tag: str, settings: dict) -> dict:
+    run = _read(ROOT / _run_name(seed, tag))
+    steps = [e["step"] for e in run["evals"] if e["mean"] >= TARGET]
+    run.update({"seed": seed, "tag": tag, "settings": settings,
+                "first_eval_step_at_target": steps[0] if steps else None,
+                "last_env_step": run["episodes"][-1][0] if run["episodes"] else 0})
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{NAME}_{_run_name(seed, tag)}.json").write_text(json.dumps(run, indent=1))
+    return run
+
+
+def _aggregate(started: float) -> None:
+    seeds = sorted(RESULTS.glob(f"{NAME}_*seed*.json"))
+    runs = [json.loads(p.read_text()) for p in seeds]
+    write_result(NAME, {"target": f"eval mean return >= {TARGET} within 50k env steps",
+                        "runs": {_run_name(r["seed"], r.get("tag", "")): {k: r[k] for k in (
+                            "finished", "last_env_step", "elapsed_s",
+                            "first_eval_step_at_target", "settings")} | {
+                            "final_eval": r["evals"][-1] if r["evals"] else None}
+                                  for r in runs}}, started)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in runs:
+        if r["episodes"]:
+            xs, ys = zip(*r["episodes"], strict=True)
+            ax.plot(xs, ys, alpha=0.3, lw=0.8)
+        if r["evals"]:
+            ax.plot([e["step"] for e in r["evals"]], [e["mean"] for e in r["evals"]], "o-",
+                    label=f"{_run_name(r['seed'], r.get('tag', ''))} eval "
+                          f"({r['elapsed_s'] / 60:.0f} min)")
+    ax.axhline(TARGET, color="k", ls="--", lw=0.8, label=f"target {TARGET:.0f}")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("return")
+    ax.set_title("DreamerV3 on CartPole-v1 (training episodes faint, evaluations dots)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(plot_path(NAME), dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks {NAME}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=50_000)
+    parser.add_argument("--train-ratio", type=float, default=64.0)
+    parser.add_argument("--size", default="size1m")
+    parser.add_argument("--eval-every", type=int, default=2500)
+    parser.add_argument("--tag", default="", help="names a variant: runs/.../TAG_seedS and "
+                        "results/dreamerv3_cartpole_TAG_seedS.json")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra agent-config override (repeatable), e.g. model_lr=6e-4")
+    parser.add_argument("--report", action="store_true",
+                        help="only rewrite the result files from the run directories")
+    args = parser.parse_args(argv)
+    started = time.time()
+    extra = dict(item.split("=", 1) for item in args.set)
+    settings = {"steps": args.steps, "train_ratio": args.train_ratio, "size": args.size,
+                "batch": "16 x 64", "eval_every": args.eval_every, "eval_episodes": 5,
+                "overrides": extra}
+    if not args.report:
+        _train(args.seed, args.steps, args.train_ratio, args.size, args.eval_every, args.tag,
+               extra)
+    _seed_report(args.seed, args.tag, settings)
+    _aggregate(started)
+
+
+if __name__ == "__main__":
+    main()

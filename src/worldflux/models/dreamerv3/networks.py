@@ -1,0 +1,286 @@
+"""Building blocks of DreamerV3: normalised MLPs, the block-diagonal GRU core, categorical
+latents with uniform mixing, free-bits KL, and the vector and 64x64 image encoders/decoders.
+
+Sources: Hafner et al. 2023 (arXiv:2301.04104, paper v1) and the reference release
+``danijar/dreamerv3`` (``nets.py``); each block names what it follows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from worldflux.nn.twohot import symlog
+
+__all__ = [
+    "BlockLinear", "ConvDecoder", "ConvEncoder", "MLP", "RSSMCore", "VectorDecoder",
+    "VectorEncoder", "categorical_kl", "free_bits", "sample_one_hot", "straight_through_sample",
+    "trunc_normal_in_",
+    "unimix_logits",
+]
+
+
+def trunc_normal_in_(weight: Tensor, fan_in: int, scale: float = 1.0) -> Tensor:
+    """Truncated normal with variance ``scale / fan_in`` (reference ``winit: trunc_normal_in``).
+
+    The standard deviation is corrected for truncation at two standard deviations (0.8796).
+    """
+    std = math.sqrt(scale / max(fan_in, 1)) / 0.87962566103423978
+    with torch.no_grad():
+        return nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
+
+
+def _linear(in_features: int, out_features: int, bias: bool = True,
+            scale: float = 1.0) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features, bias=bias)
+    if scale == 0.0:  # reference outscale 0: zero output layers (reward and critic heads)
+        nn.init.zeros_(layer.weight)
+    else:
+        trunc_normal_in_(layer.weight, in_features, scale)
+    if bias:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class MLP(nn.Module):
+    """``layers`` x (Linear -> LayerNorm -> SiLU) of width ``units``: ``[..., in] -> [..., units]``
+    (``[..., in]`` unchanged when ``layers`` is 0). Paper v1: layer norm and SiLU everywhere."""
+
+    def __init__(self, in_features: int, units: int, layers: int) -> None:
+        super().__init__()
+        mods: list[nn.Module] = []
+        width = in_features
+        for _ in range(layers):
+            mods += [_linear(width, units, bias=False), nn.LayerNorm(units, eps=1e-3), nn.SiLU()]
+            width = units
+        self.net = nn.Sequential(*mods)
+        self.out_features = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear map ``[N, G * I] -> [N, G * O]`` (reference ``BlockLinear``): ``G``
+    independent ``I x O`` matrices, ``G`` times fewer weights than a dense layer."""
+
+    def __init__(self, in_features: int, out_features: int, blocks: int) -> None:
+        super().__init__()
+        self.blocks = blocks
+        self.weight = nn.Parameter(torch.empty(blocks, in_features // blocks,
+                                               out_features // blocks))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        trunc_normal_in_(self.weight, in_features // blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        G = self.blocks
+        x = x.reshape(*x.shape[:-1], G, -1)
+        out = torch.einsum("...gi,gio->...go", x, self.weight)
+        return out.reshape(*out.shape[:-2], -1) + self.bias
+
+
+class RSSMCore(nn.Module):
+    """Recurrent deterministic step ``(deter [N, D], stoch [N, S*K], action [N, A]) -> deter'``.
+
+    Reference ``rssm._core``: ``deter``, ``stoch`` and ``action`` are each embedded to ``hidden``
+    (Linear -> LayerNorm -> SiLU); the embedding is appended to every block of ``deter``, passed
+    through ``dyn_layers`` block-linear layers (LayerNorm, SiLU) and a block-linear GRU:
+    ``r = sigmoid(.)``, ``c = tanh(r * .)``, ``u = sigmoid(. - 1)``,
+    ``deter' = u * c + (1 - u) * deter`` (the -1 bias favours keeping the state early on).
+    """
+
+    def __init__(self, deter: int, stoch_flat: int, action_dim: int, hidden: int, blocks: int,
+                 dyn_layers: int) -> None:
+        super().__init__()
+        self.deter, self.blocks, self.hidden = deter, blocks, hidden
+        self.in_deter = MLP(deter, hidden, 1)
+        self.in_stoch = MLP(stoch_flat, hidden, 1)
+        self.in_action = MLP(action_dim, hidden, 1)
+        width = blocks * (deter // blocks + 3 * hidden)
+        layers: list[nn.Module] = []
+        for _ in range(dyn_layers):
+            layers += [BlockLinear(width, deter, blocks), nn.LayerNorm(deter, eps=1e-3), nn.SiLU()]
+            width = deter
+        self.hidden_layers = nn.Sequential(*layers)
+        self.gates = BlockLinear(width, 3 * deter, blocks)
+
+    def forward(self, deter: Tensor, stoch: Tensor, action: Tensor) -> Tensor:
+        G = self.blocks
+        x = torch.cat([self.in_deter(deter), self.in_stoch(stoch), self.in_action(action)], -1)
+        x = x.unsqueeze(-2).expand(*x.shape[:-1], G, x.shape[-1])
+        x = torch.cat([deter.reshape(*deter.shape[:-1], G, -1), x], -1).flatten(-2)
+        x = self.gates(self.hidden_layers(x))
+        x = x.reshape(*x.shape[:-1], G, 3, -1)  # per block: reset, candidate, update
+        reset, cand, update = x.unbind(-2)
+        reset = torch.sigmoid(reset.flatten(-2))
+        cand = torch.tanh(reset * cand.flatten(-2))
+        update = torch.sigmoid(update.flatten(-2) - 1)
+        return update * cand + (1 - update) * deter
+
+
+def unimix_logits(logits: Tensor, unimix: float) -> Tensor:
+    """Logits ``[..., K]`` of ``(1 - unimix) * softmax(logits) + unimix / K`` (paper: 1%).
+
+    Mixing in a uniform distribution keeps every probability above ``unimix / K``, which bounds
+    the KL terms and the log-probabilities (paper, Section "Robust predictors").
+    """
+    if unimix <= 0:
+        return logits
+    probs = F.softmax(logits, -1)
+    probs = (1 - unimix) * probs + unimix / logits.shape[-1]
+    return torch.log(probs)
+
+
+def straight_through_sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One-hot sample ``[..., K]`` of ``Categorical(logits)`` with straight-through gradients.
+
+    ``sample + probs - sg(probs)``: the forward value is the one-hot sample, the gradient that of
+    the probabilities (paper, following DreamerV2).
+    """
+    probs = F.softmax(logits, -1)
+    one_hot = sample_one_hot(probs.detach(), generator)
+    return one_hot + probs - probs.detach()
+
+
+def sample_one_hot(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One-hot samples ``[..., K]`` of categoricals with probabilities ``probs [..., K]``.
+
+    Inverse-CDF sampling (one uniform per distribution): the index is the number of cumulative
+    probabilities below ``u``; several times faster on CPUs than ``torch.multinomial`` for many
+    small distributions.
+    """
+    u = torch.rand(probs.shape[:-1], generator=generator, device=probs.device, dtype=probs.dtype)
+    cdf = probs.cumsum(-1)
+    index = (cdf < u.unsqueeze(-1) * cdf[..., -1:]).sum(-1).clamp(max=probs.shape[-1] - 1)
+    return F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+
+
+def categorical_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
+    """``KL(p || q)`` of independent categoricals ``[..., S, K]`` summed over ``S`` -> ``[...]``."""
+    log_p = F.log_softmax(logits_p, -1)
+    log_q = F.log_softmax(logits_q, -1)
+    return (log_p.exp() * (log_p - log_q)).sum((-2, -1))
+
+
+def free_bits(kl: Tensor, free: float) -> Tensor:
+    """``max(kl, free)`` elementwise: no gradient while the KL is below ``free`` nats (paper: 1).
+
+    Applied to the KL of each time step after summing over the latent variables, as in the paper
+    ("free bits ... clip the dynamics and representation losses below the value of 1 nat").
+    """
+    return torch.clamp(kl, min=free)
+
+
+class VectorEncoder(nn.Module):
+    """``obs [N, D] -> embed [N, units]``: symlog inputs, then ``layers`` normalised MLP layers
+    (paper: symlog on vector inputs; reference ``enc.simple``)."""
+
+    def __init__(self, obs_dim: int, units: int, layers: int) -> None:
+        super().__init__()
+        self.mlp = MLP(obs_dim, units, layers)
+        self.out_features = self.mlp.out_features
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.mlp(symlog(obs.float()))
+
+
+class VectorDecoder(nn.Module):
+    """``feat [N, F] -> symlog(obs) prediction [N, D]`` (trained with the symlog MSE)."""
+
+    def __init__(self, feat: int, obs_dim: int, units: int, layers: int) -> None:
+        super().__init__()
+        self.mlp = MLP(feat, units, layers)
+        self.out = _linear(self.mlp.out_features, obs_dim)
+
+    def forward(self, feat: Tensor) -> Tensor:
+        return self.out(self.mlp(feat))
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of ``[N, C, H, W]`` at each pixel (reference conv norm)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=1e-3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvEncoder(nn.Module):
+    """``uint8 [N, C, S, S] -> embed [N, depth * mults[-1] * 16]``.
+
+    Reference ``enc.simple`` (images): pixels scaled to ``[-0.5, 0.5]``; per stage a convolution
+    of ``depth * mult`` channels (kernel 5, stride 1) and a 2x2 max-pool (or one stride-2
+    convolution when ``strided``), channel LayerNorm and SiLU, down to 4x4; flattened.
+    """
+
+    def __init__(self, in_channels: int, depth: int, mults: tuple[int, ...], kernel: int,
+                 strided: bool) -> None:
+        super().__init__()
+        self.strided = strided
+        stages = []
+        width = in_channels
+        for mult in mults:
+            out = depth * mult
+            conv = nn.Conv2d(width, out, kernel, stride=2 if strided else 1, padding=kernel // 2,
+                             bias=False)
+            trunc_normal_in_(conv.weight, width * kernel * kernel)
+            stages.append(nn.ModuleList([conv, ChannelNorm(out)]))
+            width = out
+        self.stages = nn.ModuleList(stages)
+        self.out_features = width * 16
+
+    def forward(self, obs: Tensor) -> Tensor:
+        x = obs.float() / 255.0 - 0.5
+        for conv, norm in self.stages:
+            x = conv(x)
+            if not self.strided:
+                x = F.max_pool2d(x, 2)
+            x = F.silu(norm(x))
+        return x.flatten(1)
+
+
+class ConvDecoder(nn.Module):
+    """``feat [N, F] -> image [N, C, S, S]`` in ``[-0.5, 0.5]`` units (trained with the MSE).
+
+    Reference ``dec.simple``: a linear layer to ``4 x 4 x depth * mults[-1]``, then per stage a
+    2x nearest upsampling and a convolution (channel LayerNorm, SiLU), the last one to ``C``
+    channels without normalisation (with ``strided``: 4x4 stride-2 transposed convolutions).
+    """
+
+    def __init__(self, feat: int, out_channels: int, depth: int, mults: tuple[int, ...],
+                 kernel: int, strided: bool) -> None:
+        super().__init__()
+        self.strided = strided
+        self.start = depth * mults[-1]
+        self.linear = _linear(feat, 16 * self.start)
+        widths = [depth * m for m in reversed(mults[:-1])] + [out_channels]
+        convs, norms = [], []
+        width = self.start
+        for i, out in enumerate(widths):
+            if strided:
+                conv: nn.Module = nn.ConvTranspose2d(width, out, 4, stride=2, padding=1)
+                trunc_normal_in_(conv.weight, width * 16)
+            else:
+                conv = nn.Conv2d(width, out, kernel, padding=kernel // 2)
+                trunc_normal_in_(conv.weight, width * kernel * kernel)
+            nn.init.zeros_(conv.bias)
+            convs.append(conv)
+            norms.append(ChannelNorm(out) if i < len(widths) - 1 else nn.Identity())
+            width = out
+        self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
+
+    def forward(self, feat: Tensor) -> Tensor:
+        x = self.linear(feat).reshape(feat.shape[0], self.start, 4, 4)
+        last = len(self.convs) - 1
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            if not self.strided:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = conv(x)
+            if i < last:
+                x = F.silu(norm(x))
+        return x
