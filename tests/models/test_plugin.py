@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -39,10 +40,14 @@ def _installed_and_current() -> bool:
 
 
 @pytest.fixture(scope="module")
-def installed_plugin() -> None:
+def installed_plugin(tmp_path_factory) -> None:
     if not _installed_and_current():
+        # Built from a private copy: pip builds in the source tree (build/), and two
+        # interpreters building the same tree at once collide there ("File exists").
+        source = tmp_path_factory.mktemp("plugin") / PLUGIN.name
+        shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
         subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps",
-                        "--no-build-isolation", "-q", str(PLUGIN)], check=True)
+                        "--no-build-isolation", "-q", str(source)], check=True)
     assert _installed_and_current()
 
 
