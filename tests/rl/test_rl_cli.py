@@ -45,3 +45,31 @@ def test_train_alphazero_and_bad_settings(tmp_path):
     bad = CliRunner().invoke(app, ["train", "alphazero", "--env", "CartPole-v1", "--out",
                                    str(tmp_path / "bad2")])
     assert bad.exit_code == 2 and "AlphaZero runs on" in bad.output
+
+
+def test_a_ppo_run_resumes_from_its_newest_checkpoint(tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    common = ["--eval-episodes", "5", "--no-progress", "--set", "env.depth=3", "--set",
+              "num_envs=64", "--set", "rollout_steps=32", "--set", "train.tensorboard=false",
+              "--set", "train.checkpoint_every=1", "--set", "train.export_onnx=false"]
+    result = CliRunner().invoke(app, ["train", "ppo", "--env", "puzzle/sliding-3x3", "--steps",
+                                      "4096", "--seed", "1", "--out", str(out), *common])
+    assert result.exit_code == 0, result.output
+    # A crash after the first update: only its checkpoint survives.
+    checkpoints = sorted((out / "checkpoints").iterdir())
+    for path in checkpoints[1:]:
+        shutil.rmtree(path)
+    before = len((out / "metrics.jsonl").read_text().splitlines())
+    result = CliRunner().invoke(app, ["train", "--resume", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    resumed = [line for line in lines[before:] if "loss/policy" in line]
+    # One more update, from 2048 to 4096 env steps: the run continued, it did not restart.
+    assert [line["env_steps"] for line in resumed] == [4096.0]
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4096
+    result = CliRunner().invoke(app, ["train", "--resume", str(out), "--steps", "6144",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["steps"] == 6144

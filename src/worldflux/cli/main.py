@@ -306,8 +306,16 @@ def _resume_training(ctx: typer.Context, agent: str | None, run_dir: Path, out: 
         saved_agent = json.loads(config_file.read_text(encoding="utf-8"))["agent"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ConfigError(f"--resume: {config_file} is not a valid run config ({exc!r})") from None
-    train_config, agent_config = build_configs(saved_agent, config_file, options, sets)
     cli_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in ctx.params.items()}
+    if saved_agent in ("ppo", "alphazero"):  # fast RL runs: worldflux.cli.rl
+        from worldflux.cli.rl import train_rl_command
+
+        return train_rl_command(saved_agent, env=options["env"], steps=options["steps"],
+                                seed=options["seed"], out=Path(run_dir), sets=sets,
+                                config=config_file, device=options["device"],
+                                eval_episodes=options["eval_episodes"], cli_args=cli_args,
+                                resume=True)
+    train_config, agent_config = build_configs(saved_agent, config_file, options, sets)
     return run_training(agent or saved_agent, train_config, None, run_dir,
                         agent_config=agent_config, progress=None if progress else False,
                         console=err_console, cli_args=cli_args, resume=True)

@@ -28,8 +28,9 @@ def _value(text: str) -> Any:
 def train_rl_command(agent: str, *, env: str | None, steps: int | None, seed: int | None,
                      out: Path | None, sets: list[str] | None, config: Path | None,
                      device: str | None, eval_episodes: int | None,
-                     cli_args: dict[str, Any]) -> dict[str, Any]:
-    """Compose the configs (defaults < ``--config`` < options < ``--set``) and train."""
+                     cli_args: dict[str, Any], resume: bool = False) -> dict[str, Any]:
+    """Compose the configs (defaults < ``--config`` < options < ``--set``) and train;
+    ``resume``: ``config`` is the run's own ``config.json`` and ``out`` its directory."""
     from worldflux.core.config import apply_overrides, from_dict, parse_set_options
     from worldflux.rl.trainer import RLRunConfig, rl_config_class, train_rl
 
@@ -61,4 +62,5 @@ def train_rl_command(agent: str, *, env: str | None, steps: int | None, seed: in
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{agent}-{run.env.replace('/', '_')}-{stamp}"
-    return train_rl(agent, run, out, agent_config=agent_config, cli_args=cli_args)
+    return train_rl(agent, run, out, agent_config=agent_config, cli_args=cli_args,
+                    resume=resume)

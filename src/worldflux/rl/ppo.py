@@ -370,15 +370,17 @@ class PPO:
     def learn(self, total_steps: int, *,
               callback: Callable[[PPO, dict[str, float]], bool | None] | None = None
               ) -> list[dict[str, float]]:
-        """Collect and update until ``total_steps`` env steps; returns one metrics dict per
-        update. ``callback(ppo, metrics)`` runs after each update; returning True stops."""
+        """Collect and update until ``env_steps`` reaches ``total_steps`` (a resumed learner
+        continues where its state left off, learning-rate annealing included); returns one
+        metrics dict per update. ``callback(ppo, metrics)`` runs after each update; returning
+        True stops."""
         cfg = self.config
         per_rollout = cfg.rollout_steps * self.env.num_envs
         iterations = max(1, math.ceil(total_steps / per_rollout))
         history: list[dict[str, Any]] = []
         base_lr = cfg.learning_rate
         start = time.perf_counter()
-        for it in range(iterations):
+        for it in range(min(self.env_steps // per_rollout, iterations), iterations):
             if cfg.anneal_lr:
                 for group in self.optimizer.param_groups:
                     group["lr"] = base_lr * (1.0 - it / iterations)

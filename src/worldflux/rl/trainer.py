@@ -103,8 +103,13 @@ def _az_rules(env_id: str, options: dict[str, Any]):
 
 
 def train_rl(algorithm: str, run: RLRunConfig, run_dir: str | Path, *,
-             agent_config: Any = None, cli_args: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train PPO or AlphaZero per ``run`` into ``run_dir``; returns the summary dict."""
+             agent_config: Any = None, cli_args: dict[str, Any] | None = None,
+             resume: bool = False) -> dict[str, Any]:
+    """Train PPO or AlphaZero per ``run`` into ``run_dir``; returns the summary dict.
+
+    ``resume``: continue the run in ``run_dir`` from its newest checkpoint that verifies (the
+    learner's networks, optimiser and counters; the envs start new episodes), up to
+    ``run.steps`` env steps in all."""
     from worldflux import __version__
     from worldflux.training.checkpoint import save_checkpoint
     from worldflux.training.logger import Logger
@@ -113,7 +118,7 @@ def train_rl(algorithm: str, run: RLRunConfig, run_dir: str | Path, *,
     agent_config = agent_config or rl_config_class(algorithm)()
     if run.steps < 1:
         raise ConfigError(f"steps: got {run.steps}, expected an integer >= 1")
-    run_dir = prepare_run_dir(run_dir)
+    run_dir = prepare_run_dir(run_dir, resume=resume)
     config_record = {"agent": algorithm, "agent_config": to_dict(agent_config),
                      "train": to_dict(run), "worldflux_version": __version__}
     atomic_write_text(run_dir / "config.json", json.dumps(config_record, indent=2))
@@ -123,6 +128,7 @@ def train_rl(algorithm: str, run: RLRunConfig, run_dir: str | Path, *,
             env = make_batched_env(run.env, agent_config.num_envs, seed=run.seed,
                                    **run.env_options)
             learner: Any = PPO(env, agent_config, device=run.device, seed=run.seed)
+            _restore(learner, run_dir, resume)
 
             def callback(ppo: PPO, metrics: dict[str, float]) -> None:
                 log.log(metrics, step=ppo.env_steps)
@@ -139,6 +145,7 @@ def train_rl(algorithm: str, run: RLRunConfig, run_dir: str | Path, *,
                 agent_config.max_moves = max_moves
             learner = AlphaZero(rules, agent_config, start_states=start_states,
                                 device=run.device, seed=run.seed)
+            _restore(learner, run_dir, resume)
 
             def az_callback(az: AlphaZero, metrics: dict[str, float]) -> bool:
                 log.log(metrics, step=az.env_steps)
@@ -178,6 +185,25 @@ def train_rl(algorithm: str, run: RLRunConfig, run_dir: str | Path, *,
                "run_dir": str(run_dir), "model": bundle, "cli_args": cli_args or {}}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _restore(learner: Any, run_dir: Path, resume: bool) -> None:
+    """Load the newest checkpoint that verifies into ``learner`` (``resume`` only); a damaged
+    one is named and skipped."""
+    if not resume:
+        return
+    from worldflux.core.errors import CheckpointError
+    from worldflux.training.checkpoint import list_checkpoints, load_checkpoint
+
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            learner.load_state_dict(load_checkpoint(path)["state"])
+        except CheckpointError as exc:
+            logger.warning("skipping damaged checkpoint %s: %s", path, exc)
+            continue
+        logger.info("resumed from %s at %d env steps", path, learner.env_steps)
+        return
+    logger.warning("%s: no checkpoint to resume from; starting from scratch", run_dir)
 
 
 def _evaluate_ppo(ppo: PPO, run: RLRunConfig) -> dict[str, Any]:
