@@ -140,6 +140,7 @@ def test_models_lists_families_and_agents():
     for family in worldflux.list_models():
         assert family["name"] in result.output
     assert "random" in result.output and "baseline" in result.output
+    assert "ppo" in result.output and "alphazero" in result.output  # fast RL, same command
 
 
 def test_envs_lists_known_ids_and_filters():

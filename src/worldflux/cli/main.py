@@ -100,6 +100,9 @@ def models() -> None:
         table.add_column(column)
     for entry in agents:
         table.add_row(entry.name, entry.tier, entry.description)
+    # Fast RL over batched envs (worldflux.rl), trained through the same command.
+    table.add_row("ppo", "reference", "PPO over batched envs (discrete with masks, Gaussian)")
+    table.add_row("alphazero", "reference", "AlphaZero: batched MCTS, self-play and puzzles")
     console.print(table)
 
 

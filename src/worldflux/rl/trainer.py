@@ -142,6 +142,9 @@ def train_rl(algorithm: str, run: RLRunConfig, run_dir: str | Path, *,
         elif algorithm == "alphazero":
             rules, start_states, max_moves = _az_rules(run.env, run.env_options)
             if agent_config.max_moves != max_moves:
+                # The env sets the game length (puzzles: the move budget of the scramble depth).
+                logger.info("alphazero: max_moves %d -> %d, the move limit of %s",
+                            agent_config.max_moves, max_moves, run.env)
                 agent_config.max_moves = max_moves
             learner = AlphaZero(rules, agent_config, start_states=start_states,
                                 device=run.device, seed=run.seed)
