@@ -70,10 +70,7 @@ def oracle_floor(episodes, options: dict, horizon: int, *, draws: int = 64,
         for s in _starts(obs.shape[0], horizon, starts_per_episode):
             world = Nav3DBatch(draws, config, seed=0)
             world.reset(seed=0)  # the fixed layout; the state is then set to the start
-            world.position[:] = obs[s, 0:3]
-            world.velocity[:] = obs[s, 3:6]
-            world.goal[:] = obs[s, 0:3] + obs[s, 6:9]
-            world._distance[:] = np.linalg.norm(obs[s, 6:9])
+            world.set_state(obs[s, 0:3], obs[s, 3:6], obs[s, 0:3] + obs[s, 6:9])
             world.keys[:] = rng.integers(0, 2**63, size=draws, dtype=np.int64).astype(np.uint64)
             flights = np.stack([world.step(np.repeat(actions[s + 1 + t][None], draws, 0))[0]
                                 for t in range(horizon)], 1)  # [draws, H, D]
@@ -212,15 +209,20 @@ def _num(x) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks nav3d_fidelity")
+def flight_arguments(name: str, episodes: int) -> argparse.ArgumentParser:
+    """The options shared by the Nav3D model benchmarks (seeds, flights, horizon, observation)."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks {name}")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--episodes", type=int, default=40)
+    parser.add_argument("--episodes", type=int, default=episodes)
     parser.add_argument("--heldout", type=int, default=8)
     parser.add_argument("--horizon", type=int, default=50)
     parser.add_argument("--obstacle-observation", choices=("each", "nearest"), default="each")
     parser.add_argument("--name-suffix", default="")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = flight_arguments("nav3d_fidelity", episodes=80).parse_args(argv)
     started = time.time()
     from worldflux.evaluation import plot_fidelity
     from worldflux.evaluation.fidelity import FidelityResult

@@ -17,7 +17,6 @@ error per horizon on the held-out flights replayed without gusts (the model's ow
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -25,7 +24,7 @@ import time
 import numpy as np
 
 from benchmarks.common import plot_path, pyplot, write_result
-from benchmarks.nav3d_fidelity import ENV, episodes_as_transitions, flights
+from benchmarks.nav3d_fidelity import ENV, episodes_as_transitions, flight_arguments, flights
 
 MODELS = {"raw": ("pets", {"model.ensemble_size": "1", "model.stochastic": "false"}),
           "latent": ("latent-mpc", {})}
@@ -92,14 +91,8 @@ def _plot(results: dict, path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks nav3d_latent")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--episodes", type=int, default=40)
-    parser.add_argument("--heldout", type=int, default=8)
-    parser.add_argument("--horizon", type=int, default=50)
-    parser.add_argument("--obstacle-observation", choices=("each", "nearest"), default="each")
+    parser = flight_arguments("nav3d_latent", episodes=40)
     parser.add_argument("--autoencoder-epochs", type=int, default=200)
-    parser.add_argument("--name-suffix", default="")
     args = parser.parse_args(argv)
     started = time.time()
     results = {}

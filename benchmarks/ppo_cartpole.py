@@ -9,12 +9,7 @@ with is sheeprl PPO's ~22 s from launch on this kind of machine
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-
-from benchmarks.common import write_result
-from benchmarks.ppo_gym import plot, run_seed, summarise
+from benchmarks.ppo_gym import main_for
 
 TARGET = 475.0
 
@@ -27,18 +22,5 @@ def config():
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks ppo_cartpole")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=100_000)
-    args = parser.parse_args(argv)
-    started = time.time()
-    rows = [run_seed("CartPole-v1", config(), s, args.steps, TARGET, eval_every=25,
-                     eval_episodes=20, stop_at_target=False) for s in args.seeds]
-    summary = summarise(rows, TARGET)
-    plot("ppo_cartpole", rows, TARGET, "PPO on CartPole-v1 (3 seeds)")
-    from worldflux.core.config import to_dict
-
-    path = write_result("ppo_cartpole", {"target": TARGET, "config": to_dict(config()),
-                                         "summary": summary, "seeds": rows}, started)
-    print(json.dumps(summary, indent=2))
-    print(f"wrote {path}")
+    main_for("ppo_cartpole", "CartPole-v1", config(), TARGET, "PPO on CartPole-v1 (3 seeds)",
+             default_steps=100_000, eval_every=25, argv=argv)

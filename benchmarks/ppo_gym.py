@@ -76,3 +76,28 @@ def plot(name: str, rows: list[dict], target: float, title: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(plot_path(name), dpi=120)
+
+
+def main_for(name: str, env_id: str, config: Any, target: float, title: str, *,
+             default_steps: int, eval_every: int, argv: list[str] | None) -> None:
+    """The whole benchmark ``name``: ``--seeds`` runs of ``config`` on ``env_id``, their
+    summary against ``target``, a plot and ``results/NAME.json``."""
+    import argparse
+    import json
+
+    from benchmarks.common import write_result
+    from worldflux.core.config import to_dict
+
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks {name}")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=default_steps)
+    args = parser.parse_args(argv)
+    started = time.time()
+    rows = [run_seed(env_id, config, s, args.steps, target, eval_every=eval_every,
+                     eval_episodes=20, stop_at_target=False) for s in args.seeds]
+    summary = summarise(rows, target)
+    plot(name, rows, target, title)
+    path = write_result(name, {"target": target, "config": to_dict(config),
+                               "summary": summary, "seeds": rows}, started)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {path}")

@@ -8,12 +8,7 @@ log-std 0 (gamma, lambda, learning rate and epochs as rl-zoo's tuned Pendulum PP
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-
-from benchmarks.common import write_result
-from benchmarks.ppo_gym import plot, run_seed, summarise
+from benchmarks.ppo_gym import main_for
 
 TARGET = -250.0
 
@@ -28,18 +23,5 @@ def config():
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks ppo_pendulum")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=300_000)
-    args = parser.parse_args(argv)
-    started = time.time()
-    rows = [run_seed("Pendulum-v1", config(), s, args.steps, TARGET, eval_every=5,
-                     eval_episodes=20, stop_at_target=False) for s in args.seeds]
-    summary = summarise(rows, TARGET)
-    plot("ppo_pendulum", rows, TARGET, "PPO (Gaussian) on Pendulum-v1 (3 seeds)")
-    from worldflux.core.config import to_dict
-
-    path = write_result("ppo_pendulum", {"target": TARGET, "config": to_dict(config()),
-                                         "summary": summary, "seeds": rows}, started)
-    print(json.dumps(summary, indent=2))
-    print(f"wrote {path}")
+    main_for("ppo_pendulum", "Pendulum-v1", config(), TARGET, "PPO (Gaussian) on Pendulum-v1 (3 seeds)",
+             default_steps=300_000, eval_every=5, argv=argv)

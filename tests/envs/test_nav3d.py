@@ -438,3 +438,16 @@ def test_each_obstacle_observation_is_smooth_and_flies_like_nearest():
     assert largest_jump < 1.0
     with pytest.raises(ConfigError, match="obstacle_observation"):
         Nav3DConfig(obstacle_observation="all").validate()
+
+
+def test_set_state_replays_a_recorded_state():
+    batch = Nav3DBatch(3, QUIET, seed=0)
+    with pytest.raises(ConfigError, match="reset"):
+        batch.set_state([0, 0, 1], [0, 0, 0], [1, 0, 1])
+    batch.reset(seed=0)
+    obs = batch.set_state([0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [2.0, 0.0, 1.0])
+    np.testing.assert_allclose(obs[:, 0:3], [[0, 0, 1]] * 3)
+    np.testing.assert_allclose(obs[:, 6:9], [[2, 0, 0]] * 3)
+    _, reward, *_ = batch.step(_hover(QUIET, 3))
+    # Progress is measured from the set state: 0.1 m along +x at 1 m/s (drag slows it a bit).
+    assert np.all((reward > 0.05) & (reward <= 0.1 + 1e-9))

@@ -391,7 +391,7 @@ class AlphaZero:
         data = {k: torch.as_tensor(np.concatenate(v), device=self.device)
                 for k, v in self._buffer.items()}
         total = data["value"].shape[0]
-        sums = {"loss/policy": 0.0, "loss/value": 0.0}
+        policy_sum = value_sum = torch.zeros((), device=self.device)
         for _ in range(cfg.train_steps):
             idx = torch.randint(0, total, (min(cfg.batch_size, total),), device=self.device)
             logits, value = self.policy(data["obs"][idx])
@@ -402,9 +402,11 @@ class AlphaZero:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            sums["loss/policy"] += policy_loss.item()
-            sums["loss/value"] += value_loss.item()
-        return {k: v / cfg.train_steps for k, v in sums.items()}
+            # Summed on the device: one transfer per call, not two per step.
+            policy_sum = policy_sum + policy_loss.detach()
+            value_sum = value_sum + value_loss.detach()
+        return {"loss/policy": float(policy_sum) / cfg.train_steps,
+                "loss/value": float(value_sum) / cfg.train_steps}
 
     def learn(self, iterations: int, *,
               callback: Callable[[AlphaZero, dict[str, float]], bool | None] | None = None

@@ -308,7 +308,8 @@ class PPO:
         mask = None if rollout.mask is None else rollout.mask.reshape(-1, self.policy.action_dim)[index]
         total = obs.shape[0]
         size = max(1, total // cfg.minibatches)
-        sums: dict[str, float] = {}
+        keys = ("loss/policy", "loss/value", "loss/entropy", "ppo/approx_kl", "ppo/clipfrac")
+        totals = torch.zeros(len(keys), device=self.device)  # summed on the device, read once
         count = 0
         stop = False
         for _ in range(cfg.epochs):
@@ -344,14 +345,12 @@ class PPO:
                 torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 with torch.no_grad():
-                    approx_kl = ((ratio - 1) - log_ratio).mean().item()
-                    clipfrac = ((ratio - 1).abs() > cfg.clip_coef).float().mean().item()
-                for key, val in (("loss/policy", pg_loss.item()), ("loss/value", v_loss.item()),
-                                 ("loss/entropy", ent.item()), ("ppo/approx_kl", approx_kl),
-                                 ("ppo/clipfrac", clipfrac)):
-                    sums[key] = sums.get(key, 0.0) + val
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                    clipfrac = ((ratio - 1).abs() > cfg.clip_coef).float().mean()
+                    totals += torch.stack([pg_loss.detach(), v_loss.detach(), ent.detach(),
+                                           approx_kl, clipfrac])
                 count += 1
-                if cfg.target_kl is not None and approx_kl > cfg.target_kl:
+                if cfg.target_kl is not None and float(approx_kl) > cfg.target_kl:
                     stop = True
                     break
             if stop:
@@ -360,7 +359,7 @@ class PPO:
             # Statistics change only between updates, so the ratios above stay consistent.
             self.policy.obs_normalizer.update(obs)
         self.updates += 1
-        metrics = {k: v / max(count, 1) for k, v in sums.items()}
+        metrics = dict(zip(keys, (totals / count).tolist(), strict=True)) if count else {}
         var = returns.var()
         metrics["ppo/explained_variance"] = float(
             1 - (returns - old_values).var() / var) if var > 0 else float("nan")

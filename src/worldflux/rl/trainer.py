@@ -191,22 +191,18 @@ def train_rl(algorithm: str, run: RLRunConfig, run_dir: str | Path, *,
 
 
 def _restore(learner: Any, run_dir: Path, resume: bool) -> None:
-    """Load the newest checkpoint that verifies into ``learner`` (``resume`` only); a damaged
-    one is named and skipped."""
+    """Load the newest checkpoint that verifies into ``learner`` (``resume`` only); damaged
+    ones are named and skipped."""
     if not resume:
         return
-    from worldflux.core.errors import CheckpointError
-    from worldflux.training.checkpoint import list_checkpoints, load_checkpoint
+    from worldflux.training.checkpoint import latest_checkpoint, load_checkpoint
 
-    for path in reversed(list_checkpoints(run_dir)):
-        try:
-            learner.load_state_dict(load_checkpoint(path)["state"])
-        except CheckpointError as exc:
-            logger.warning("skipping damaged checkpoint %s: %s", path, exc)
-            continue
-        logger.info("resumed from %s at %d env steps", path, learner.env_steps)
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        logger.warning("%s: no checkpoint to resume from; starting from scratch", run_dir)
         return
-    logger.warning("%s: no checkpoint to resume from; starting from scratch", run_dir)
+    learner.load_state_dict(load_checkpoint(path)["state"])
+    logger.info("resumed from %s at %d env steps", path, learner.env_steps)
 
 
 def _evaluate_ppo(ppo: PPO, run: RLRunConfig) -> dict[str, Any]:

@@ -155,6 +155,20 @@ class Nav3DBatch:
         self.keys[i] = rng.integers(0, 2**63, dtype=np.int64)
         self._distance[i] = np.linalg.norm(goal - start)
 
+    def set_state(self, position: np.ndarray, velocity: np.ndarray,
+                  goal: np.ndarray) -> np.ndarray:
+        """Put every world's body at ``position`` with ``velocity`` and its goal at ``goal``
+        (each ``[n, 3]`` or ``[3]`` for all); returns the observations ``[n, obs_dim]``. For
+        replaying a recorded state (e.g. many gust draws from one start)."""
+        if not self._has_reset:
+            raise ConfigError("Nav3DBatch.set_state: called before reset(); expected reset() "
+                              "first (it fixes the layouts)")
+        self.position[:] = np.asarray(position, dtype=np.float64)
+        self.velocity[:] = np.asarray(velocity, dtype=np.float64)
+        self.goal[:] = np.asarray(goal, dtype=np.float64)
+        self._distance = np.linalg.norm(self.goal - self.position, axis=1)
+        return self.observe()
+
     # -- observation -------------------------------------------------------------------------
     def observe(self) -> np.ndarray:
         """Current state observations ``[n, config.obs_dim]`` float32 (order:
