@@ -101,6 +101,9 @@ def run_seed(seed: int, args) -> dict:
     agents = {
         "pixel": ("pixel-mpc", ObservationSpec((6, 64, 64), "uint8"),
                   {**common, "model.conv_depth": str(args.conv_depth),
+                   "model.encoder": args.encoder, "model.latent_size": str(args.latent_size),
+                   "model.foreground_weight": str(args.foreground_weight),
+                   "model.training": args.training, "model.reward_head": args.reward_head,
                    "autoencoder_epochs": str(args.autoencoder_epochs)},
                   ("pixels", "next_pixels")),
         "state": ("pets", ObservationSpec((data["state"].shape[1],)),
@@ -132,6 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--autoencoder-epochs", type=int, default=15)
     parser.add_argument("--conv-depth", type=int, default=16)
+    parser.add_argument("--encoder", default="keypoints", choices=["keypoints", "conv"])
+    parser.add_argument("--latent-size", type=int, default=32)
+    parser.add_argument("--foreground-weight", type=float, default=20.0)
+    parser.add_argument("--training", default="encoded", choices=["encoded", "two_stage"])
+    parser.add_argument("--reward-head", default="potential", choices=["potential", "mlp"])
     parser.add_argument("--agents", nargs="+", default=["pixel", "state"])
     parser.add_argument("--name-suffix", default="")
     args = parser.parse_args(argv)

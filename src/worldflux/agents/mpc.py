@@ -41,6 +41,8 @@ class _TransitionLoss(torch.nn.Module):
         self.model = model
 
     def forward(self, obs, action, reward, next_obs):
+        if getattr(self.model, "trains_on_latents", False):  # obs, next_obs: encoded latents
+            return self.model.latent_transition_loss(obs, action, reward, next_obs)
         return self.model.transition_loss(obs, action, reward, next_obs)
 
 
@@ -261,6 +263,13 @@ class MPCAgent(Agent):
         ae_metrics = self._fit_autoencoder(torch.cat([obs[train], next_obs[train]]), g)
         if ae_metrics:  # the latent statistics of the trained encoder
             self.model.fit_normalizers(obs[train], action[train], reward[train], next_obs[train])
+        evaluation_mse = self.model.evaluation_mse
+        if getattr(self.model, "trains_on_latents", False):
+            # A frozen encoder: encode every observation once; the epochs then train the
+            # dynamics and reward head on latents (``training="encoded"``).
+            with torch.no_grad():
+                obs, next_obs = self.model.encode_latent(obs), self.model.encode_latent(next_obs)
+            evaluation_mse = self.model.latent_evaluation_mse
         n_train = train.numel()
         loss_module = self.dist.wrap(_TransitionLoss(self.model))
         batches = math.ceil(n_train / (cfg.batch_size * world))  # same count on every rank
@@ -305,7 +314,7 @@ class MPCAgent(Agent):
             epochs = epoch + 1
             if n_hold == 0:
                 continue
-            mse = self.model.evaluation_mse(obs[hold], action[hold], reward[hold], next_obs[hold])
+            mse = evaluation_mse(obs[hold], action[hold], reward[hold], next_obs[hold])
             # Averaged over ranks so every rank takes the same early-stopping decision.
             score_now = float(self.dist.all_reduce(mse.mean().reshape(1), "mean").item())
             if best_state is None or score_now < best_score * (1 - 1e-4):

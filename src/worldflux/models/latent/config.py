@@ -12,11 +12,13 @@ from worldflux.core.errors import ConfigError
 class LatentConfig:
     """Encoder -> latent dynamics (+ reward head) -> decoder, planned in the latent space."""
 
-    encoder: Literal["mlp", "conv"] = "mlp"
+    encoder: Literal["mlp", "conv", "keypoints"] = "mlp"
     """``mlp`` for flat state vectors ``(D,)``; ``conv`` for images ``(C, H, W)`` with ``H`` and
-    ``W`` multiples of 16 (uint8, e.g. ``(3, 64, 64)``)."""
+    ``W`` multiples of 16 (uint8, e.g. ``(3, 64, 64)``); ``keypoints`` for such images too, the
+    latent being ``latent_size / 2`` image keypoints (spatial soft-argmax ``x, y`` pairs, see
+    :class:`~worldflux.models.latent.networks.KeypointEncoder`)."""
     latent_size: int = 16
-    """Width ``Z`` of the latent vector."""
+    """Width ``Z`` of the latent vector (even for ``keypoints``: two coordinates each)."""
     variational: bool = False
     """VAE posterior ``N(mu, sigma)`` with a KL term to ``N(0, I)`` (free bits); False: a plain
     autoencoder (the latent is the encoder output)."""
@@ -44,18 +46,29 @@ class LatentConfig:
     """Width of the reward head on ``(latent, action, next latent)``."""
     reward_num_layers: int = 2
     """Hidden layers of the reward head."""
+    reward_head: Literal["mlp", "potential"] = "mlp"
+    """``mlp``: the reward is an MLP of ``(z, a, z')``. ``potential``: ``phi(z') - phi(z) +
+    psi(a, z')`` with MLPs ``phi`` and ``psi``, the form of potential-based shaping (Ng, Harada
+    and Russell 1999) that progress rewards have: the progress term of a return then telescopes
+    to a potential of the last latent, which needs the latent to locate the body only coarsely,
+    where a per-step MLP must resolve each step's small change of distance."""
     activation: str = "silu"
     """Hidden activation of the dynamics and reward MLPs."""
     learn_reward: bool = True
     """Train the reward head (else planning needs a reward function on decoded observations)."""
-    training: Literal["joint", "two_stage"] = "two_stage"
+    training: Literal["joint", "two_stage", "encoded"] = "two_stage"
     """``two_stage``: the autoencoder learns from its own loss only (reconstruction, + KL); the
     dynamics and reward head learn on detached latents (call ``autoencoder_loss`` first for a
     separate first stage), the dynamics also from their decoded prediction through a frozen
     decoder. ``joint``: reconstruction + latent dynamics (encoded next latent as
     stop-gradient target, plus reconstruction of the predicted next observation) + reward, the
     encoder also learning from the dynamics terms (see ``representation_scale``). On random
-    Pendulum-v1 data two_stage gave the better open-loop predictions."""
+    Pendulum-v1 data two_stage gave the better open-loop predictions. ``encoded``: the
+    autoencoder learns alone (the MPC agents' ``autoencoder_epochs`` stage) and is then frozen;
+    the dynamics and reward head learn on latents encoded once per training round
+    (:meth:`~worldflux.models.latent.model.LatentModel.latent_transition_loss`), thousands of
+    cheap steps where an image step costs an encoder and decoder pass (on Nav3D pixels the
+    two-stage dynamics learned nothing in the steps a CPU affords)."""
     representation_scale: float = 0.01
     """Joint training: scale of the gradient that the dynamics, predicted-reconstruction and
     reward terms send into the encoder through the current latent (1 passes it unscaled; 0.1
@@ -63,6 +76,12 @@ class LatentConfig:
     latents)."""
     recon_scale: float = 1.0
     """Weight of the reconstruction term (sum over observation features, mean over rows)."""
+    foreground_weight: float = 0.0
+    """Images: extra reconstruction weight of the pixels that differ from the static
+    background (the per-pixel median of the frames given to ``fit_normalizers``) by more than
+    ``FOREGROUND_THRESHOLD`` in any channel; such a pixel counts ``1 + foreground_weight``
+    times. Small moving objects (a body, a goal marker) are a few dozen of 4096 pixels, and a
+    plain pixel loss trains an autoencoder to draw the scene without them; 0 disables it."""
     dynamics_scale: float = 1.0
     """Weight of the latent dynamics term (sum over latent features, summed over members)."""
     predicted_recon_scale: float = 1.0
@@ -99,10 +118,23 @@ class LatentConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{name}: got {value}, expected >= 1")
-        if self.encoder not in ("mlp", "conv"):
-            raise ConfigError(f"encoder: got {self.encoder!r}, expected 'mlp' or 'conv'")
-        if self.training not in ("joint", "two_stage"):
-            raise ConfigError(f"training: got {self.training!r}, expected 'joint' or 'two_stage'")
+        if self.encoder not in ("mlp", "conv", "keypoints"):
+            raise ConfigError(f"encoder: got {self.encoder!r}, expected 'mlp', 'conv' or "
+                              "'keypoints'")
+        if self.encoder == "keypoints" and self.latent_size % 2:
+            raise ConfigError(f"latent_size: got {self.latent_size}, expected an even number "
+                              "with encoder 'keypoints' (an x, y pair per keypoint)")
+        if self.encoder == "keypoints" and self.variational:
+            raise ConfigError("variational: got True with encoder 'keypoints', expected False "
+                              "(keypoints are coordinates, not a posterior)")
+        if self.reward_head not in ("mlp", "potential"):
+            raise ConfigError(f"reward_head: got {self.reward_head!r}, expected 'mlp' or "
+                              "'potential'")
+        if self.foreground_weight < 0:
+            raise ConfigError(f"foreground_weight: got {self.foreground_weight}, expected >= 0")
+        if self.training not in ("joint", "two_stage", "encoded"):
+            raise ConfigError(f"training: got {self.training!r}, expected 'joint', 'two_stage' "
+                              "or 'encoded'")
         if not 0 < self.latent_momentum <= 1:
             raise ConfigError(f"latent_momentum: got {self.latent_momentum}, expected in (0, 1]")
         if self.free_bits < 0 or self.kl_scale < 0:
@@ -119,16 +151,16 @@ class LatentConfig:
         if self.encoder == "mlp" and len(shape) != 1:
             raise ConfigError(f"encoder 'mlp': got obs_shape {shape}, expected a flat vector (D,); "
                               "use encoder='conv' (family latent-conv) for images")
-        if self.encoder == "conv" and (len(shape) != 3 or shape[1] % 16 or shape[2] % 16):
-            raise ConfigError(f"encoder 'conv': got obs_shape {shape}, expected images (C, H, W) "
-                              "with H and W multiples of 16 such as (3, 64, 64)")
+        if self.encoder != "mlp" and (len(shape) != 3 or shape[1] % 16 or shape[2] % 16):
+            raise ConfigError(f"encoder {self.encoder!r}: got obs_shape {shape}, expected images "
+                              "(C, H, W) with H and W multiples of 16 such as (3, 64, 64)")
 
 
 @dataclass
 class LatentMLPConfig(LatentConfig):
     """State autoencoder + deterministic latent dynamics (family ``latent-mlp``)."""
 
-    encoder: Literal["mlp", "conv"] = "mlp"
+    encoder: Literal["mlp", "conv", "keypoints"] = "mlp"
     """MLP encoder/decoder for state vectors."""
     variational: bool = False
     """A plain autoencoder."""
@@ -138,7 +170,7 @@ class LatentMLPConfig(LatentConfig):
 class LatentVAEConfig(LatentConfig):
     """State VAE + Gaussian latent dynamics (family ``latent-vae``)."""
 
-    encoder: Literal["mlp", "conv"] = "mlp"
+    encoder: Literal["mlp", "conv", "keypoints"] = "mlp"
     """MLP encoder/decoder for state vectors."""
     variational: bool = True
     """VAE posterior with KL to ``N(0, I)`` and free bits."""
@@ -151,8 +183,9 @@ class LatentConvConfig(LatentConfig):
     """Pixel autoencoder (DreamerV3-like 4-stage conv) + deterministic latent dynamics
     (family ``latent-conv``)."""
 
-    encoder: Literal["mlp", "conv"] = "conv"
-    """Convolutional encoder/decoder for uint8 images such as ``(3, 64, 64)``."""
+    encoder: Literal["mlp", "conv", "keypoints"] = "conv"
+    """Convolutional encoder/decoder for uint8 images such as ``(3, 64, 64)``; ``keypoints``
+    for the keypoint pair (the better choice for small moving objects, see ``nav3d_pixel_mpc``)."""
     latent_size: int = 32
     """Latent width."""
     dynamics_hidden_size: int = 200

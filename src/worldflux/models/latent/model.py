@@ -28,7 +28,14 @@ from worldflux.core.model import WorldModel
 from worldflux.core.spec import ActionSpec, IOContract, ObservationSpec, standard_batch_keys
 from worldflux.core.types import Batch, LossOutput, ModelOutput, State
 from worldflux.models.latent.config import LatentConfig
-from worldflux.models.latent.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from worldflux.models.latent.networks import (
+    ConvDecoder,
+    ConvEncoder,
+    KeypointDecoder,
+    KeypointEncoder,
+    MLPDecoder,
+    MLPEncoder,
+)
 from worldflux.nn import EnsembleMLP, Normalizer, gaussian_nll, soft_bound_logvar
 from worldflux.nn.particles import (
     particle_actions,
@@ -44,6 +51,11 @@ MIN_POSTERIOR_STD = 1e-3
 """Lower bound of the VAE posterior standard deviation."""
 CHUNK = 512
 """Rows per encoder/decoder call when encoding or decoding many observations without gradients."""
+FOREGROUND_THRESHOLD = 30.0 / 255.0
+"""Images: a pixel is foreground (``config.foreground_weight``) when some channel differs from
+the background by more than this (30 of 255 levels)."""
+BACKGROUND_FRAMES = 2048
+"""Frames whose per-pixel median is the background image."""
 
 
 class LatentModel(WorldModel):
@@ -60,9 +72,13 @@ class LatentModel(WorldModel):
         config.validate(obs_spec, action_spec)
         Z, A, E = config.latent_size, action_spec.dim, config.ensemble_size
         self.latent_size, self.action_dim = Z, A
-        self.image = config.encoder == "conv"
+        self.image = config.encoder != "mlp"
         posterior = 2 * Z if config.variational else Z
-        if self.image:
+        if config.encoder == "keypoints":
+            shape = tuple(obs_spec.shape)
+            self.encoder = KeypointEncoder(shape, Z // 2, config.conv_depth)
+            self.decoder = KeypointDecoder(Z // 2, shape, config.conv_depth)
+        elif self.image:
             shape = tuple(obs_spec.shape)
             self.encoder = ConvEncoder(shape, posterior, config.conv_depth)
             self.decoder = ConvDecoder(Z, shape, config.conv_depth)
@@ -78,12 +94,20 @@ class LatentModel(WorldModel):
             self.min_logvar = nn.Parameter(torch.full((1, 1, Z), config.min_logvar_init))
             self.max_logvar = nn.Parameter(torch.full((1, 1, Z), config.max_logvar_init))
         if config.learn_reward:
-            self.reward_head = EnsembleMLP(1, 2 * Z + A, 1, config.reward_hidden_size,
-                                           config.reward_num_layers, config.activation)
+            potential = config.reward_head == "potential"
+            self.reward_head = EnsembleMLP(1, Z + A if potential else 2 * Z + A, 1,
+                                           config.reward_hidden_size, config.reward_num_layers,
+                                           config.activation)
+            if potential:
+                self.potential = EnsembleMLP(1, Z, 1, config.reward_hidden_size,
+                                             config.reward_num_layers, config.activation)
         self.reward_norm = Normalizer(1)
         self.latent_norm = Normalizer(Z, min_std=1e-4)
         self.delta_norm = Normalizer(Z, min_std=1e-4)
         self.register_buffer("stats_ready", torch.zeros(1))
+        if self.image:  # network-space background of the foreground weighting, and whether set
+            self.register_buffer("background", torch.zeros(tuple(obs_spec.shape)))
+            self.register_buffer("background_ready", torch.zeros(1))
 
     # -- contract ---------------------------------------------------------------------------
     def io_contract(self) -> IOContract:
@@ -197,6 +221,10 @@ class LatentModel(WorldModel):
         statistics from the current encoder on (up to 4096 of) them."""
         if not self.image:
             self.obs_norm.fit(torch.cat([obs, next_obs]).float())
+        else:
+            step = max(1, obs.shape[0] // BACKGROUND_FRAMES)
+            self.background.copy_(self.obs_input(obs[::step]).median(0).values)
+            self.background_ready.fill_(1.0)
         self.reward_norm.fit(reward.reshape(-1, 1).float())
         n = obs.shape[0]
         rows = torch.randperm(n, device=obs.device)[:4096] if n > 4096 else slice(None)
@@ -208,6 +236,12 @@ class LatentModel(WorldModel):
         _fit_isotropic(self.delta_norm, z_next - z)
         self.stats_ready.fill_(1.0)
 
+    @property
+    def trains_on_latents(self) -> bool:
+        """``training="encoded"``: the dynamics and reward head learn on latents encoded once by
+        the (frozen) encoder, see :meth:`latent_transition_loss`."""
+        return self.config.training == "encoded"
+
     def transition_loss(self, obs: Tensor, action: Tensor, reward: Tensor,
                         next_obs: Tensor) -> LossOutput:
         """Loss of per-member batches ``obs [E, N, *obs]``, ``action [E, N, A]``, ``reward [E, N]``.
@@ -217,17 +251,57 @@ class LatentModel(WorldModel):
         next latent (stop-gradient target) in standardised latent-change units, summed over
         members; the reconstruction of the predicted next observation (through a frozen decoder
         in two-stage training, so that it only trains the dynamics); the reward head's squared
-        error. Metrics: ``loss``, ``recon_mse``, ``mse_normalized``,
+        error. With ``training="encoded"`` only the dynamics and reward terms, on latents of
+        the frozen encoder. Metrics: ``loss``, ``recon_mse``, ``mse_normalized``,
         ``mse_member_i`` (and ``nll``, ``nll_member_i`` for Gaussian dynamics), ``reward_mse``.
         """
         cfg = self.config
         E, N = obs.shape[:2]
+        if self.trains_on_latents:
+            with torch.no_grad():
+                z = self.encode_latent(torch.cat([obs, next_obs], 1).flatten(0, 1))
+            z = z.view(E, 2 * N, -1)
+            return self.latent_transition_loss(z[:, :N], action, reward, z[:, N:])
         joint = cfg.training == "joint"
         x = self.obs_input(torch.cat([obs, next_obs], 1).reshape(E * 2 * N, *obs.shape[2:]))
         recon, kl, z = self._autoencode(x)
         z = z.view(E, 2 * N, -1)
         z_t, z_next = z[:, :N], z[:, N:]
         source = _scale_gradient(z_t, cfg.representation_scale) if joint else z_t.detach()
+        components = {"recon": cfg.recon_scale * recon}
+        metrics: dict[str, float] = {"recon_mse": float(recon.detach()) / self._features}
+        if cfg.variational:
+            components["kl"] = kl
+            metrics["kl"] = float(kl.detach())
+        predicted = self._dynamics_terms(source, action, reward, z_next, components, metrics)
+        if cfg.predicted_recon_scale > 0:
+            decoder = self.decoder if joint else self._frozen_decoder
+            decoded = decoder(predicted.reshape(E * N, -1))
+            truth = x.view(E, 2 * N, *x.shape[1:])[:, N:].reshape(decoded.shape)
+            pred_recon = self._recon_error(decoded, truth)
+            components["predicted_recon"] = cfg.predicted_recon_scale * pred_recon
+            metrics["predicted_recon_mse"] = float(pred_recon.detach()) / self._features
+        loss = sum(components.values())
+        metrics["loss"] = float(loss.detach())
+        return LossOutput(loss, components, metrics)
+
+    def latent_transition_loss(self, z: Tensor, action: Tensor, reward: Tensor,
+                               next_z: Tensor) -> LossOutput:
+        """The dynamics and reward terms of :meth:`transition_loss` on given latents
+        ``z, next_z [E, N, Z]`` (no reconstruction; nothing reaches the encoder)."""
+        components: dict[str, Tensor] = {}
+        metrics: dict[str, float] = {}
+        self._dynamics_terms(z.detach(), action, reward, next_z.detach(), components, metrics)
+        loss = sum(components.values())
+        metrics["loss"] = float(loss.detach())
+        return LossOutput(loss, components, metrics)
+
+    def _dynamics_terms(self, source: Tensor, action: Tensor, reward: Tensor, z_next: Tensor,
+                        components: dict[str, Tensor], metrics: dict[str, float]) -> Tensor:
+        """Add the dynamics and reward terms of latents ``source -> z_next [E, N, Z]`` to
+        ``components`` / ``metrics``; returns the predicted next latent ``[E, N, Z]``."""
+        cfg = self.config
+        joint = cfg.training == "joint"
         target = z_next.detach()
         loss_scale = self._statistics(source.detach(), target - source.detach())
         action = action.float()
@@ -240,12 +314,7 @@ class LatentModel(WorldModel):
         err = (predicted - target) / loss_scale
         per_dim = err.detach().pow(2).mean(1)  # [E, Z]
         mse_member = per_dim.mean(1)
-        components = {"recon": cfg.recon_scale * recon}
-        metrics: dict[str, float] = {"recon_mse": float(recon.detach()) / self._features,
-                                     "mse_normalized": float(mse_member.mean())}
-        if cfg.variational:
-            components["kl"] = kl
-            metrics["kl"] = float(kl.detach())
+        metrics["mse_normalized"] = float(mse_member.mean())
         if logvar is None:
             dyn = err.pow(2).sum(-1).mean(1)  # [E]
             components["dynamics"] = cfg.dynamics_scale * dyn.sum()
@@ -259,13 +328,6 @@ class LatentModel(WorldModel):
             metrics.update({f"nll_member_{i}": float(v) / self.latent_size
                             for i, v in enumerate(nll.detach())})
         metrics.update({f"mse_member_{i}": float(v) for i, v in enumerate(mse_member)})
-        if cfg.predicted_recon_scale > 0:
-            decoder = self.decoder if joint else self._frozen_decoder
-            decoded = decoder(predicted.reshape(E * N, -1))
-            truth = x.view(E, 2 * N, *x.shape[1:])[:, N:].reshape(decoded.shape)
-            pred_recon = (decoded - truth).pow(2).flatten(1).sum(1).mean()
-            components["predicted_recon"] = cfg.predicted_recon_scale * pred_recon
-            metrics["predicted_recon_mse"] = float(pred_recon.detach()) / self._features
         if cfg.learn_reward:
             reward_in = z_next if joint else target
             predicted_reward = self._reward_normalized(source, action, reward_in)
@@ -273,16 +335,18 @@ class LatentModel(WorldModel):
                 reward.float().unsqueeze(-1)).squeeze(-1)).pow(2).mean()
             components["reward"] = cfg.reward_scale * reward_err
             metrics["reward_mse"] = float(reward_err.detach())
-        loss = sum(components.values())
-        metrics["loss"] = float(loss.detach())
-        return LossOutput(loss, components, metrics)
+        return predicted
 
     @torch.no_grad()
     def evaluation_mse(self, obs: Tensor, action: Tensor, reward: Tensor,
                        next_obs: Tensor) -> Tensor:
         """Per-member held-out error ``[E]``: squared error of the decoded predicted next
         observation (network space, standardised for states) averaged over its features
-        together with the standardised reward error as one more feature."""
+        together with the standardised reward error as one more feature; with
+        ``training="encoded"``, :meth:`latent_evaluation_mse` of the encoded observations."""
+        if self.trains_on_latents:
+            return self.latent_evaluation_mse(self.encode_latent(obs), action, reward,
+                                              self.encode_latent(next_obs))
         E = self.config.ensemble_size
         z = self.encode_latent(obs)
         action = action.float()
@@ -298,6 +362,27 @@ class LatentModel(WorldModel):
                                                 next_z)
             target = self.reward_norm.normalize(reward.float().reshape(-1, 1)).reshape(1, -1)
             err = err + (predicted - target).pow(2)
+            features += 1
+        return err.mean(1) / features
+
+    @torch.no_grad()
+    def latent_evaluation_mse(self, z: Tensor, action: Tensor, reward: Tensor,
+                              next_z: Tensor) -> Tensor:
+        """Per-member held-out error ``[E]`` on latents ``z, next_z [N, Z]``: the squared error
+        of the predicted next latent in latent-change standard deviations, averaged over its
+        features together with the standardised reward error as one more feature."""
+        E = self.config.ensemble_size
+        action = action.float()
+        mean, _ = self._dynamics(z.expand(E, -1, -1), action.expand(E, -1, -1))
+        predicted = z + self.delta_norm.denormalize(mean)  # [E, N, Z]
+        scale = self.delta_norm.std + self.delta_norm.eps
+        err = ((predicted - next_z) / scale).pow(2).sum(-1)  # [E, N]
+        features = self.latent_size
+        if self.config.learn_reward:
+            predicted_reward = self._reward_normalized(z.expand(E, -1, -1),
+                                                       action.expand(E, -1, -1), predicted)
+            target = self.reward_norm.normalize(reward.float().reshape(-1, 1)).reshape(1, -1)
+            err = err + (predicted_reward - target).pow(2)
             features += 1
         return err.mean(1) / features
 
@@ -330,7 +415,7 @@ class LatentModel(WorldModel):
         E, Z, K = self.config.ensemble_size, self.latent_size, num_particles
         z0 = self._planning_latent(obs)
         weights = self.dynamics.fast_weights(dtype)
-        reward_weights = self.reward_head.fast_weights(dtype) if reward_fn is None else None
+        reward_weights = self._head_weights(dtype) if reward_fn is None else None
         lat_mean, lat_std = self.latent_norm.mean, self.latent_norm.std + self.latent_norm.eps
         d_mean, d_std = self.delta_norm.mean, self.delta_norm.std + self.delta_norm.eps
         r_mean, r_std = self.reward_norm.mean, self.reward_norm.std + self.reward_norm.eps
@@ -365,10 +450,9 @@ class LatentModel(WorldModel):
                                    action.reshape(-1, A),
                                    self.decode_latent(next_state.reshape(-1, Z))).view(E, M)
             else:
-                head_in = torch.cat([normed, action, (next_state - lat_mean) / lat_std], -1)
-                head_out = self.reward_head.forward_with(reward_weights,
-                                                         head_in.reshape(1, E * M, -1))
-                reward = head_out.float().view(E, M) * r_std[0] + r_mean[0]
+                head_out = self._head(normed, action, (next_state - lat_mean) / lat_std,
+                                      reward_weights)
+                reward = head_out * r_std[0] + r_mean[0]
             if propagation == "ts1":
                 next_state, reward = ts1_restore(perm, next_state, reward)
             returns += scale * reward
@@ -443,7 +527,7 @@ class LatentModel(WorldModel):
     def smoke_specs(cls) -> tuple[ObservationSpec, ActionSpec]:
         """Pendulum-v1 ``(3,)`` with 1 action for state encoders; 64x64 RGB with 2 actions for
         the conv encoder."""
-        if cls.config_class().encoder == "conv":
+        if cls.config_class().encoder != "mlp":
             return ObservationSpec((3, 64, 64), "uint8"), ActionSpec(2)
         return ObservationSpec((3,)), ActionSpec(1)
 
@@ -454,7 +538,7 @@ class LatentModel(WorldModel):
         prediction is below 20% of that of predicting no change. Conv encoder: train on
         64x64 images of a linear-Gaussian system (quick: 40 steps, full: 150) and pass when
         the held-out loss falls by 30%."""
-        if cls.config_class().encoder == "conv":
+        if cls.config_class().encoder != "mlp":
             return cls._pixel_smoke_task(seed, quick)
         from worldflux.quality.smoke import SmokeResult, random_env_transitions
 
@@ -556,6 +640,17 @@ class LatentModel(WorldModel):
         return State({"latent": z, "reward": torch.zeros(B, device=z.device), "member": member},
                      {"family": self.family})
 
+    def _recon_error(self, recon: Tensor, x: Tensor) -> Tensor:
+        """Reconstruction error of network-space ``x [N, *obs]``: squared errors summed over
+        features (foreground pixels of images weighted, ``config.foreground_weight``), mean
+        over rows."""
+        err = (recon - x).pow(2)
+        weight = self.config.foreground_weight
+        if self.image and weight > 0 and float(self.background_ready[0]) > 0.5:
+            moving = (x - self.background).abs().amax(1, keepdim=True) > FOREGROUND_THRESHOLD
+            err = err * (1.0 + weight * moving.to(err.dtype))
+        return err.flatten(1).sum(1).mean()
+
     def _autoencode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Network-space ``x [N, *obs]`` -> reconstruction error (sum over features, mean over
         rows), KL term (0 for a plain autoencoder) and the posterior mean ``[N, Z]``.
@@ -564,7 +659,7 @@ class LatentModel(WorldModel):
         (the same latent that :meth:`encode` gives to planning)."""
         mean, std = self.posterior(x)
         z = mean if std is None else mean + std * torch.randn_like(mean)
-        recon = (self.decoder(z) - x).pow(2).flatten(1).sum(1).mean()
+        recon = self._recon_error(self.decoder(z), x)
         if std is None:
             return recon, recon.new_zeros(()), mean
         kl = 0.5 * (std.pow(2) + mean.pow(2) - 1) - torch.log(std)  # [N, Z] to N(0, I)
@@ -582,10 +677,33 @@ class LatentModel(WorldModel):
 
     def _reward_normalized(self, z: Tensor, action: Tensor, next_z: Tensor) -> Tensor:
         """Standardised reward ``[...]`` of ``(z [..., Z], action [..., A], next_z [..., Z])``."""
-        x = torch.cat([self.latent_norm.normalize(z), action,
-                       self.latent_norm.normalize(next_z)], -1)
-        lead = x.shape[:-1]
-        return self.reward_head(x.reshape(1, -1, x.shape[-1])).float().view(lead)
+        return self._head(self.latent_norm.normalize(z), action,
+                          self.latent_norm.normalize(next_z))
+
+    def _head_weights(self, dtype: torch.dtype) -> list | tuple:
+        """Detached weights of the reward head (and potential) for :meth:`_head`."""
+        if self.config.reward_head == "potential":
+            return (self.reward_head.fast_weights(dtype), self.potential.fast_weights(dtype))
+        return self.reward_head.fast_weights(dtype)
+
+    def _head(self, normed: Tensor, action: Tensor, normed_next: Tensor,
+              weights: list | tuple | None = None) -> Tensor:
+        """Standardised reward ``[...]`` from standardised latents ``[..., Z]`` and actions
+        ``[..., A]``: an MLP of ``(z, a, z')``, or ``phi(z') - phi(z) + psi(a, z')`` for
+        ``reward_head="potential"`` (``weights`` from :meth:`_head_weights`: the planner's
+        detached copies)."""
+        lead = normed.shape[:-1]
+
+        def run(net: EnsembleMLP, w: list | None, x: Tensor) -> Tensor:
+            x = x.reshape(1, -1, x.shape[-1])
+            return (net(x) if w is None else net.forward_with(w, x)).float().view(lead)
+
+        if self.config.reward_head == "potential":
+            w_head, w_potential = weights if weights is not None else (None, None)
+            return (run(self.potential, w_potential, normed_next)
+                    - run(self.potential, w_potential, normed)
+                    + run(self.reward_head, w_head, torch.cat([action, normed_next], -1)))
+        return run(self.reward_head, weights, torch.cat([normed, action, normed_next], -1))
 
     def _reward(self, z: Tensor, action: Tensor, next_z: Tensor) -> Tensor:
         normalized = self._reward_normalized(z, action, next_z)

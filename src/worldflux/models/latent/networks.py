@@ -1,10 +1,12 @@
 """Encoders and decoders of the latent families: MLPs for state vectors and a DreamerV3-like
-convolutional pair for images (4 stride-2 stages, channels ``d, 2d, 4d, 8d``, norm + SiLU)."""
+convolutional pair for images (4 stride-2 stages, channels ``d, 2d, 4d, 8d``, norm + SiLU),
+and a keypoint pair for images (spatial soft-argmax coordinates as the latent)."""
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 
@@ -95,3 +97,75 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.deconvs(self.inp(z).view(-1, *self.start))
+
+
+KEYPOINT_GRID = 16
+"""Side of the Gaussian heatmaps that the keypoint decoder draws (then upsampled 4x to 64)."""
+KEYPOINT_SIGMA = 0.08
+"""Standard deviation of a drawn keypoint, in the ``[-1, 1]`` image coordinates (about 0.6
+cells of the 16x16 heatmap)."""
+
+
+def _grid(size: int, like: Tensor) -> Tensor:
+    return torch.linspace(-1.0, 1.0, size, device=like.device, dtype=like.dtype)
+
+
+class KeypointEncoder(nn.Module):
+    """Images ``[N, C, H, W]`` -> ``K`` image keypoints ``[N, 2K]`` (``x, y`` pairs in
+    ``[-1, 1]``) by a spatial soft-argmax (the deep spatial autoencoder of Finn et al. 2016,
+    "Deep Spatial Autoencoders for Visuomotor Learning").
+
+    One Conv(4x4, stride 2) stage to ``H/2 x W/2``, two 3x3 stages, then a 3x3 conv to ``K``
+    feature maps; each map's softmax over positions is a distribution whose mean is the
+    keypoint. Positions are what small moving objects change, and a soft-argmax keeps them as
+    coordinates (sub-pixel, linear in the object's position) rather than entangled in a dense
+    code, so that latent dynamics and a reward head on them generalise to unseen positions.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], num_keypoints: int, depth: int) -> None:
+        super().__init__()
+        channels = shape[0]
+        self.convs = nn.Sequential(
+            nn.Conv2d(channels, depth, 4, stride=2, padding=1), _norm(depth), nn.SiLU(),
+            nn.Conv2d(depth, 2 * depth, 3, padding=1), _norm(2 * depth), nn.SiLU(),
+            nn.Conv2d(2 * depth, 2 * depth, 3, padding=1), _norm(2 * depth), nn.SiLU(),
+            nn.Conv2d(2 * depth, num_keypoints, 3, padding=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        maps = self.convs(x)  # [N, K, H/2, W/2]
+        N, K, H, W = maps.shape
+        prob = torch.softmax(maps.flatten(2).float(), -1).view(N, K, H, W)
+        u = (prob.sum(2) * _grid(W, prob)).sum(-1)  # [N, K]
+        v = (prob.sum(3) * _grid(H, prob)).sum(-1)
+        return torch.stack([u, v], -1).flatten(1)
+
+
+class KeypointDecoder(nn.Module):
+    """Keypoints ``[N, 2K]`` -> images ``[N, C, H, W]`` in (about) ``[-0.5, 0.5]``.
+
+    Each keypoint is drawn as a Gaussian on a ``16 x 16`` grid; with ``depth`` learned
+    constant feature maps (the static scene) a conv stack upsamples them 4x (two transposed
+    convs, stride 2) to the image, as in keypoint-bottleneck autoencoders (Jakab et al. 2018).
+    """
+
+    def __init__(self, num_keypoints: int, shape: tuple[int, int, int], depth: int) -> None:
+        super().__init__()
+        channels, height, width = shape
+        self.grid = (height // 4, width // 4)
+        self.num_keypoints = num_keypoints
+        self.scene = nn.Parameter(torch.zeros(1, depth, *self.grid))
+        self.net = nn.Sequential(
+            nn.Conv2d(num_keypoints + depth, 2 * depth, 3, padding=1), _norm(2 * depth), nn.SiLU(),
+            nn.ConvTranspose2d(2 * depth, 2 * depth, 4, stride=2, padding=1), _norm(2 * depth),
+            nn.SiLU(),
+            nn.Conv2d(2 * depth, depth, 3, padding=1), _norm(depth), nn.SiLU(),
+            nn.ConvTranspose2d(depth, channels, 4, stride=2, padding=1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        N = z.shape[0]
+        points = z.view(N, self.num_keypoints, 2)
+        rows, cols = self.grid
+        gx = (_grid(cols, z).view(1, 1, 1, cols) - points[..., 0, None, None]).pow(2)
+        gy = (_grid(rows, z).view(1, 1, rows, 1) - points[..., 1, None, None]).pow(2)
+        maps = torch.exp(-(gx + gy) / (2 * KEYPOINT_SIGMA**2))  # [N, K, rows, cols]
+        return self.net(torch.cat([maps, self.scene.expand(N, -1, -1, -1)], 1))
