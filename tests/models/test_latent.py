@@ -388,3 +388,21 @@ def test_encoded_training_leaves_the_autoencoder_alone_and_fits_latents():
     held_out = model.evaluation_mse(obs[0], action[0], reward[0], next_obs[0])
     torch.testing.assert_close(held_out, model.latent_evaluation_mse(z, action[0], reward[0],
                                                                      next_z))
+
+
+def test_keypoints_of_stacked_frames_are_encoded_frame_by_frame():
+    """``frames=2``: each stacked frame gets its own keypoints from the same weights, so the
+    latent of ``[a, b]`` is the latent of ``a`` followed by that of ``b``."""
+    model = _build("latent-conv", obs_shape=(6, 64, 64), encoder="keypoints", conv_depth=4,
+                   latent_size=8, frames=2)
+    a, b = _images(3, seed=0), _images(3, seed=1)
+    with torch.no_grad():
+        z_ab = model.encode_latent(torch.cat([a, b], 1))
+        z_ba = model.encode_latent(torch.cat([b, a], 1))
+        images = model.decode_latent(z_ab)
+    assert z_ab.shape == (3, 8) and images.shape == (3, 6, 64, 64)
+    torch.testing.assert_close(z_ab[:, :4], z_ba[:, 4:])
+    torch.testing.assert_close(z_ab[:, 4:], z_ba[:, :4])
+    with pytest.raises(ConfigError, match="latent_size"):
+        _build("latent-conv", obs_shape=(6, 64, 64), encoder="keypoints", latent_size=6,
+               frames=2)

@@ -40,10 +40,37 @@ class _TransitionLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, obs, action, reward, next_obs):
+    def forward(self, obs, action, reward, next_obs, mask=None):
+        if mask is not None:  # windows [E, B, k] of encoded latents
+            return self.model.latent_window_loss(obs, action, reward, next_obs, mask)
         if getattr(self.model, "trains_on_latents", False):  # obs, next_obs: encoded latents
             return self.model.latent_transition_loss(obs, action, reward, next_obs)
         return self.model.transition_loss(obs, action, reward, next_obs)
+
+
+def window_rows(obs: torch.Tensor, next_obs: torch.Tensor, group: torch.Tensor,
+                steps: int) -> torch.Tensor:
+    """Windows of consecutive transitions: ``[N, steps]`` row indices starting at each row.
+
+    Row ``i + 1`` follows row ``i`` when its observation equals row ``i``'s next observation
+    and both rows are in the same ``group`` (``[N]``, e.g. train / held out); a window stops
+    at the end of its chain (``-1`` from there on).
+
+    Args:
+        obs, next_obs: ``[N, *obs]`` transitions in recorded order.
+        group: ``[N]`` labels; windows do not cross from one label to another.
+        steps: window length ``k >= 1``.
+    """
+    n = obs.shape[0]
+    linked = (next_obs[:-1] == obs[1:]).flatten(1).all(1) & (group[:-1] == group[1:])
+    follow = torch.full((n,), -1, dtype=torch.long, device=obs.device)
+    starts = torch.arange(n - 1, device=obs.device)[linked]
+    follow[starts] = starts + 1
+    rows = [torch.arange(n, device=obs.device)]
+    for _ in range(steps - 1):
+        previous = rows[-1]
+        rows.append(torch.where(previous >= 0, follow[previous.clamp_min(0)], -1))
+    return torch.stack(rows, 1)
 
 
 @dataclass
@@ -264,7 +291,13 @@ class MPCAgent(Agent):
         if ae_metrics:  # the latent statistics of the trained encoder
             self.model.fit_normalizers(obs[train], action[train], reward[train], next_obs[train])
         evaluation_mse = self.model.evaluation_mse
+        windows = None
         if getattr(self.model, "trains_on_latents", False):
+            steps = int(getattr(self.model.config, "rollout_steps", 1))
+            if steps > 1:
+                in_train = torch.zeros(n, dtype=torch.bool, device=self.device)
+                in_train[train] = True
+                windows = window_rows(obs, next_obs, in_train, steps)
             # A frozen encoder: encode every observation once; the epochs then train the
             # dynamics and reward head on latents (``training="encoded"``).
             with torch.no_grad():
@@ -287,7 +320,14 @@ class MPCAgent(Agent):
                 idx = boot[:, (columns + start) % n_train] if start + cfg.batch_size > n_train \
                     else boot[:, start:start + cfg.batch_size]
                 with self.amp.autocast():
-                    out = loss_module(obs[idx], action[idx], reward[idx], next_obs[idx])
+                    if windows is None:
+                        out = loss_module(obs[idx], action[idx], reward[idx], next_obs[idx])
+                    else:  # [E, B, k] rows; past a chain's end the start row, masked out
+                        rows = windows[idx]
+                        mask = rows >= 0
+                        rows = torch.where(mask, rows, idx.unsqueeze(-1))
+                        out = loss_module(obs[rows], action[rows], reward[rows],
+                                          next_obs[rows], mask)
                 # Skipped steps are logged; too many in a row raise NonFiniteLossError.
                 finite = bool(torch.isfinite(out.loss.detach()).all())
                 if not self.dist.all_true(finite):

@@ -76,6 +76,16 @@ class LatentConfig:
     latents)."""
     recon_scale: float = 1.0
     """Weight of the reconstruction term (sum over observation features, mean over rows)."""
+    rollout_steps: int = 1
+    """``training="encoded"``: windows of this many consecutive transitions (transitions chain
+    where one's next observation is the next one's observation, as in recorded episodes);
+    the dynamics run open loop over each window, fed their own predictions, and every step's
+    error counts (one-step training when 1). A potential reward head also fits the windows'
+    cumulative rewards. Deterministic dynamics only."""
+    frames: int = 1
+    """``keypoints``: stacked frames in the image channels (``C = frames * channels``, e.g. 2
+    for ``frame_stack=2`` RGB); each frame gets its own ``latent_size / (2 * frames)``
+    keypoints from shared weights."""
     foreground_weight: float = 0.0
     """Images: extra reconstruction weight of the pixels that differ from the static
     background (the per-pixel median of the frames given to ``fit_normalizers``) by more than
@@ -121,9 +131,18 @@ class LatentConfig:
         if self.encoder not in ("mlp", "conv", "keypoints"):
             raise ConfigError(f"encoder: got {self.encoder!r}, expected 'mlp', 'conv' or "
                               "'keypoints'")
-        if self.encoder == "keypoints" and self.latent_size % 2:
-            raise ConfigError(f"latent_size: got {self.latent_size}, expected an even number "
-                              "with encoder 'keypoints' (an x, y pair per keypoint)")
+        if self.rollout_steps < 1:
+            raise ConfigError(f"rollout_steps: got {self.rollout_steps}, expected >= 1")
+        if self.rollout_steps > 1 and (self.training != "encoded" or self.stochastic):
+            raise ConfigError(f"rollout_steps: got {self.rollout_steps} with training "
+                              f"{self.training!r} and stochastic {self.stochastic}, expected 1 "
+                              "unless training='encoded' with deterministic dynamics")
+        if self.frames < 1:
+            raise ConfigError(f"frames: got {self.frames}, expected >= 1")
+        if self.encoder == "keypoints" and self.latent_size % (2 * self.frames):
+            raise ConfigError(f"latent_size: got {self.latent_size}, expected a multiple of "
+                              f"2 * frames = {2 * self.frames} with encoder 'keypoints' (an x, "
+                              "y pair per keypoint and frame)")
         if self.encoder == "keypoints" and self.variational:
             raise ConfigError("variational: got True with encoder 'keypoints', expected False "
                               "(keypoints are coordinates, not a posterior)")
@@ -151,6 +170,9 @@ class LatentConfig:
         if self.encoder == "mlp" and len(shape) != 1:
             raise ConfigError(f"encoder 'mlp': got obs_shape {shape}, expected a flat vector (D,); "
                               "use encoder='conv' (family latent-conv) for images")
+        if self.encoder == "keypoints" and len(shape) == 3 and shape[0] % self.frames:
+            raise ConfigError(f"frames: got {self.frames} for obs_shape {shape}, expected a "
+                              "divisor of the channel count")
         if self.encoder != "mlp" and (len(shape) != 3 or shape[1] % 16 or shape[2] % 16):
             raise ConfigError(f"encoder {self.encoder!r}: got obs_shape {shape}, expected images "
                               "(C, H, W) with H and W multiples of 16 such as (3, 64, 64)")

@@ -76,8 +76,9 @@ class LatentModel(WorldModel):
         posterior = 2 * Z if config.variational else Z
         if config.encoder == "keypoints":
             shape = tuple(obs_spec.shape)
-            self.encoder = KeypointEncoder(shape, Z // 2, config.conv_depth)
-            self.decoder = KeypointDecoder(Z // 2, shape, config.conv_depth)
+            K, F = Z // (2 * config.frames), config.frames
+            self.encoder = KeypointEncoder(shape, K, config.conv_depth, F)
+            self.decoder = KeypointDecoder(K, shape, config.conv_depth, F)
         elif self.image:
             shape = tuple(obs_spec.shape)
             self.encoder = ConvEncoder(shape, posterior, config.conv_depth)
@@ -273,7 +274,7 @@ class LatentModel(WorldModel):
         if cfg.variational:
             components["kl"] = kl
             metrics["kl"] = float(kl.detach())
-        predicted = self._dynamics_terms(source, action, reward, z_next, components, metrics)
+        predicted, _ = self._dynamics_terms(source, action, reward, z_next, components, metrics)
         if cfg.predicted_recon_scale > 0:
             decoder = self.decoder if joint else self._frozen_decoder
             decoded = decoder(predicted.reshape(E * N, -1))
@@ -289,17 +290,98 @@ class LatentModel(WorldModel):
                                next_z: Tensor) -> LossOutput:
         """The dynamics and reward terms of :meth:`transition_loss` on given latents
         ``z, next_z [E, N, Z]`` (no reconstruction; nothing reaches the encoder)."""
+        return self.latent_window_loss(z.unsqueeze(2), action.unsqueeze(2),
+                                       reward.unsqueeze(2), next_z.unsqueeze(2))
+
+    def latent_window_loss(self, z: Tensor, action: Tensor, reward: Tensor, next_z: Tensor,
+                           mask: Tensor | None = None) -> LossOutput:
+        """Open-loop loss over windows of ``k`` consecutive transitions of given latents.
+
+        Args:
+            z, next_z: ``[E, N, k, Z]``, the encoded observation and next observation of each
+                transition (``next_z[:, :, j]`` is ``z[:, :, j + 1]`` where both are valid).
+            action: ``[E, N, k, A]``; reward: ``[E, N, k]``.
+            mask: ``[E, N, k]`` bool, which steps are part of the window (a prefix; the first
+                step always is); None = all.
+
+        The dynamics start from ``z[:, :, 0]`` and are fed their own predictions (gradients
+        through the whole window, as PlaNet's overshooting and TD-MPC's latent rollouts); the
+        term is the mean over steps of each step's error against ``next_z`` (step 0 is the
+        one-step term of :meth:`transition_loss`, and ``k = 1`` is that loss exactly). The
+        reward head is fitted at every step on the encoded latents, and a potential head
+        (``reward_head="potential"``) also on the windows' cumulative rewards
+        (``phi(z'_j) - phi(z_0) + sum psi``), where the progress of many steps stands out of
+        the latents' noise.
+        """
+        cfg = self.config
+        z, next_z = z.detach(), next_z.detach()
+        k = z.shape[2]
+        if mask is None:
+            mask = torch.ones(z.shape[:3], dtype=torch.bool, device=z.device)
         components: dict[str, Tensor] = {}
         metrics: dict[str, float] = {}
-        self._dynamics_terms(z.detach(), action, reward, next_z.detach(), components, metrics)
+        state, loss_scale = self._dynamics_terms(z[:, :, 0], action[:, :, 0], reward[:, :, 0],
+                                                 next_z[:, :, 0], components, metrics)
+        if k > 1:
+            if cfg.stochastic:
+                raise ConfigError("rollout_steps: got windows of > 1 step with stochastic "
+                                  "dynamics, expected deterministic dynamics")
+            weight = mask[:, :, 1:].float()
+            count = weight.sum().clamp_min(1.0)
+            dyn = components["dynamics"] / cfg.dynamics_scale
+            later = state.new_zeros(())
+            for j in range(1, k):
+                mean, _ = self._dynamics(state, action[:, :, j].float())
+                state = state + mean * (self.delta_norm.std + self.delta_norm.eps) \
+                    + self.delta_norm.mean
+                err = ((state - next_z[:, :, j]) / loss_scale).pow(2).sum(-1)  # [E, N]
+                later = later + (err * weight[:, :, j - 1]).sum()
+            later = later / count  # mean over the valid later steps of members and rows
+            # The mean over the window's k steps of the per-member sums (the one-step term's
+            # scale: ``dyn`` sums the E members' means).
+            components["dynamics"] = cfg.dynamics_scale * (dyn + z.shape[0] * (k - 1) * later) / k
+            metrics["window_mse_normalized"] = float(later.detach()) / self.latent_size
+            if cfg.learn_reward:
+                self._window_reward_terms(z, action, reward, next_z, mask, components, metrics)
         loss = sum(components.values())
         metrics["loss"] = float(loss.detach())
         return LossOutput(loss, components, metrics)
 
+    def _window_reward_terms(self, z: Tensor, action: Tensor, reward: Tensor, next_z: Tensor,
+                             mask: Tensor, components: dict[str, Tensor],
+                             metrics: dict[str, float]) -> None:
+        """Reward terms of windows ``[E, N, k, ...]`` (see :meth:`latent_window_loss`): the
+        one-step error averaged over all valid steps, and for a potential head the error of
+        the cumulative rewards ``[E, N, k]``."""
+        cfg = self.config
+        weight = mask.float()
+        normed, next_normed = self.latent_norm.normalize(z), self.latent_norm.normalize(next_z)
+        action = action.float()
+        predicted = self._head(normed, action, next_normed)  # [E, N, k]
+        target = self.reward_norm.normalize(reward.float().unsqueeze(-1)).squeeze(-1)
+        one_step = ((predicted - target).pow(2) * weight).sum() / weight.sum()
+        components["reward"] = cfg.reward_scale * one_step
+        metrics["reward_mse"] = float(one_step.detach())
+        if cfg.reward_head != "potential":
+            return
+        lead = normed.shape[:-1]
+        phi0 = self.potential(normed[:, :, :1].reshape(1, -1, normed.shape[-1])).float()
+        phi = self.potential(next_normed.reshape(1, -1, normed.shape[-1])).float().view(lead)
+        psi = self.reward_head(torch.cat([action, next_normed], -1).reshape(
+            1, -1, action.shape[-1] + normed.shape[-1])).float().view(lead)
+        cumulative = phi - phi0.view(*lead[:2], 1) + (psi * weight).cumsum(-1)
+        cum_target = (target * weight).cumsum(-1)
+        later = weight[:, :, 1:]
+        err = ((cumulative - cum_target)[:, :, 1:].pow(2) * later).sum() / later.sum().clamp_min(1)
+        components["reward_sum"] = cfg.reward_scale * err
+        metrics["reward_sum_mse"] = float(err.detach())
+
     def _dynamics_terms(self, source: Tensor, action: Tensor, reward: Tensor, z_next: Tensor,
-                        components: dict[str, Tensor], metrics: dict[str, float]) -> Tensor:
+                        components: dict[str, Tensor], metrics: dict[str, float]
+                        ) -> tuple[Tensor, Tensor]:
         """Add the dynamics and reward terms of latents ``source -> z_next [E, N, Z]`` to
-        ``components`` / ``metrics``; returns the predicted next latent ``[E, N, Z]``."""
+        ``components`` / ``metrics``; returns the predicted next latent ``[E, N, Z]`` and the
+        scale ``[Z]`` its errors are measured in."""
         cfg = self.config
         joint = cfg.training == "joint"
         target = z_next.detach()
@@ -335,7 +417,7 @@ class LatentModel(WorldModel):
                 reward.float().unsqueeze(-1)).squeeze(-1)).pow(2).mean()
             components["reward"] = cfg.reward_scale * reward_err
             metrics["reward_mse"] = float(reward_err.detach())
-        return predicted
+        return predicted, loss_scale
 
     @torch.no_grad()
     def evaluation_mse(self, obs: Tensor, action: Tensor, reward: Tensor,

@@ -120,11 +120,16 @@ class KeypointEncoder(nn.Module):
     keypoint. Positions are what small moving objects change, and a soft-argmax keeps them as
     coordinates (sub-pixel, linear in the object's position) rather than entangled in a dense
     code, so that latent dynamics and a reward head on them generalise to unseen positions.
+    With ``frames > 1`` the channels hold that many stacked frames, each encoded on its own
+    (shared weights) to ``K`` keypoints: ``[N, frames * 2K]``, oldest frame first, so that a
+    motion of a fraction of a pixel is the difference of two precise coordinates.
     """
 
-    def __init__(self, shape: tuple[int, int, int], num_keypoints: int, depth: int) -> None:
+    def __init__(self, shape: tuple[int, int, int], num_keypoints: int, depth: int,
+                 frames: int = 1) -> None:
         super().__init__()
-        channels = shape[0]
+        self.frames = frames
+        channels = shape[0] // frames
         self.convs = nn.Sequential(
             nn.Conv2d(channels, depth, 4, stride=2, padding=1), _norm(depth), nn.SiLU(),
             nn.Conv2d(depth, 2 * depth, 3, padding=1), _norm(2 * depth), nn.SiLU(),
@@ -132,12 +137,14 @@ class KeypointEncoder(nn.Module):
             nn.Conv2d(2 * depth, num_keypoints, 3, padding=1))
 
     def forward(self, x: Tensor) -> Tensor:
-        maps = self.convs(x)  # [N, K, H/2, W/2]
+        lead = x.shape[0]
+        x = x.reshape(lead * self.frames, x.shape[1] // self.frames, *x.shape[2:])
+        maps = self.convs(x)  # [N * frames, K, H/2, W/2]
         N, K, H, W = maps.shape
         prob = torch.softmax(maps.flatten(2).float(), -1).view(N, K, H, W)
         u = (prob.sum(2) * _grid(W, prob)).sum(-1)  # [N, K]
         v = (prob.sum(3) * _grid(H, prob)).sum(-1)
-        return torch.stack([u, v], -1).flatten(1)
+        return torch.stack([u, v], -1).reshape(lead, -1)
 
 
 class KeypointDecoder(nn.Module):
@@ -146,11 +153,14 @@ class KeypointDecoder(nn.Module):
     Each keypoint is drawn as a Gaussian on a ``16 x 16`` grid; with ``depth`` learned
     constant feature maps (the static scene) a conv stack upsamples them 4x (two transposed
     convs, stride 2) to the image, as in keypoint-bottleneck autoencoders (Jakab et al. 2018).
+    With ``frames > 1`` each frame's keypoints draw that frame's channels (shared weights).
     """
 
-    def __init__(self, num_keypoints: int, shape: tuple[int, int, int], depth: int) -> None:
+    def __init__(self, num_keypoints: int, shape: tuple[int, int, int], depth: int,
+                 frames: int = 1) -> None:
         super().__init__()
         channels, height, width = shape
+        self.frames, channels = frames, channels // frames
         self.grid = (height // 4, width // 4)
         self.num_keypoints = num_keypoints
         self.scene = nn.Parameter(torch.zeros(1, depth, *self.grid))
@@ -162,10 +172,12 @@ class KeypointDecoder(nn.Module):
             nn.ConvTranspose2d(depth, channels, 4, stride=2, padding=1))
 
     def forward(self, z: Tensor) -> Tensor:
-        N = z.shape[0]
-        points = z.view(N, self.num_keypoints, 2)
+        lead = z.shape[0]
+        N = lead * self.frames
+        points = z.reshape(N, self.num_keypoints, 2)
         rows, cols = self.grid
         gx = (_grid(cols, z).view(1, 1, 1, cols) - points[..., 0, None, None]).pow(2)
         gy = (_grid(rows, z).view(1, 1, rows, 1) - points[..., 1, None, None]).pow(2)
         maps = torch.exp(-(gx + gy) / (2 * KEYPOINT_SIGMA**2))  # [N, K, rows, cols]
-        return self.net(torch.cat([maps, self.scene.expand(N, -1, -1, -1)], 1))
+        images = self.net(torch.cat([maps, self.scene.expand(N, -1, -1, -1)], 1))
+        return images.reshape(lead, -1, *images.shape[2:])
