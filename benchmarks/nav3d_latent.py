@@ -31,7 +31,7 @@ MODELS = {"raw": ("pets", {"model.ensemble_size": "1", "model.stochastic": "fals
 
 
 def run_seed(seed: int, episodes: int, heldout: int, horizon: int, obstacle_observation: str,
-             autoencoder_epochs: int) -> dict:
+             autoencoder_epochs: int, latent_overrides: dict[str, str] | None = None) -> dict:
     import torch
 
     from worldflux.agents import build_agent
@@ -43,7 +43,8 @@ def run_seed(seed: int, episodes: int, heldout: int, horizon: int, obstacle_obse
     data = episodes_as_transitions(train_eps)
     out: dict = {"fits": {}, "summary": {}, "curves": {}}
     for name, (agent_name, overrides) in MODELS.items():
-        extra = {"autoencoder_epochs": str(autoencoder_epochs)} if name == "latent" else {}
+        extra = {"autoencoder_epochs": str(autoencoder_epochs), **(latent_overrides or {})} \
+            if name == "latent" else {}
         agent = build_agent(agent_name, ObservationSpec((config.obs_dim,)), ActionSpec(3),
                             device=torch.device("cpu"), seed=seed,
                             overrides={"max_epochs": "60", "patience": "8", **overrides, **extra})
@@ -93,12 +94,16 @@ def _plot(results: dict, path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = flight_arguments("nav3d_latent", episodes=40)
     parser.add_argument("--autoencoder-epochs", type=int, default=200)
+    parser.add_argument("--latent-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="agent overrides of the latent model, e.g. model.training=encoded")
     args = parser.parse_args(argv)
+    latent_overrides = dict(item.split("=", 1) for item in args.latent_set)
     started = time.time()
     results = {}
     for seed in args.seeds:
         results[seed] = run_seed(seed, args.episodes, args.heldout, args.horizon,
-                                 args.obstacle_observation, args.autoencoder_epochs)
+                                 args.obstacle_observation, args.autoencoder_epochs,
+                                 latent_overrides)
         print(seed, json.dumps(results[seed]["summary"]))
     name = "nav3d_latent" + args.name_suffix
     _plot(results, plot_path(name))
@@ -108,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         "task": ENV, "obstacle_observation": args.obstacle_observation, "seeds": args.seeds,
         "train_episodes": args.episodes, "heldout_episodes": args.heldout,
         "horizon": args.horizon, "autoencoder_epochs": args.autoencoder_epochs,
+        "latent_overrides": latent_overrides,
         "mean_over_seeds": table,
         "targets": {
             "state autoencoder relative error < 1% (median)":

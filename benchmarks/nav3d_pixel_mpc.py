@@ -64,7 +64,7 @@ def fly(agent, seed: int, episodes: int, pixels: bool) -> dict:
 
     options = {"obs_type": "image", "frame_stack": 2} if pixels else {}
     env = envs.make(ENV, seed=50_000 + 1000 * seed, **options)
-    success, contacts, returns, decision_s = [], [], [], []
+    success, contacts, returns, decision_s, final_distance = [], [], [], [], []
     for episode in range(episodes):
         obs, _ = env.reset(seed=50_000 + 1000 * seed + episode)
         agent.reset()
@@ -77,12 +77,15 @@ def fly(agent, seed: int, episodes: int, pixels: bool) -> dict:
             total += reward
             done = terminated or truncated
         success.append(bool(info.get("success", False)))
+        final_distance.append(float(np.linalg.norm(env.unwrapped.goal - env.unwrapped.position)))
         contacts.append(int(info.get("collisions", 0)))
         returns.append(total)
     return {"success_rate": float(np.mean(success)), "contacts_per_episode":
             float(np.mean(contacts)), "mean_return": float(np.mean(returns)),
             "decision_ms_median": 1000 * float(np.median(decision_s)),
             "decisions_per_second": 1.0 / float(np.median(decision_s)),
+            "final_goal_distance_median": float(np.median(final_distance)),
+            "final_goal_distances": [round(d, 3) for d in final_distance],
             "episodes": episodes}
 
 
@@ -104,6 +107,8 @@ def run_seed(seed: int, args) -> dict:
                    "model.encoder": args.encoder, "model.latent_size": str(args.latent_size),
                    "model.foreground_weight": str(args.foreground_weight),
                    "model.training": args.training, "model.reward_head": args.reward_head,
+                   "model.rollout_steps": str(args.rollout_steps),
+                   "model.frames": str(args.frames if args.encoder == "keypoints" else 1),
                    "autoencoder_epochs": str(args.autoencoder_epochs)},
                   ("pixels", "next_pixels")),
         "state": ("pets", ObservationSpec((data["state"].shape[1],)),
@@ -136,22 +141,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--autoencoder-epochs", type=int, default=15)
     parser.add_argument("--conv-depth", type=int, default=16)
     parser.add_argument("--encoder", default="keypoints", choices=["keypoints", "conv"])
-    parser.add_argument("--latent-size", type=int, default=32)
+    parser.add_argument("--latent-size", type=int, default=48)
     parser.add_argument("--foreground-weight", type=float, default=20.0)
     parser.add_argument("--training", default="encoded", choices=["encoded", "two_stage"])
-    parser.add_argument("--reward-head", default="potential", choices=["potential", "mlp"])
+    parser.add_argument("--reward-head", default="mlp", choices=["mlp", "potential"])
+    parser.add_argument("--rollout-steps", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=2,
+                        help="keypoints: encode each of the 2 stacked frames on its own")
     parser.add_argument("--agents", nargs="+", default=["pixel", "state"])
     parser.add_argument("--name-suffix", default="")
+    parser.add_argument("--merge", nargs="+", metavar="NAME",
+                        help="combine the seeds of earlier results (run side by side, one seed "
+                             "each) into one result instead of running")
     args = parser.parse_args(argv)
     started = time.time()
-    results = {seed: run_seed(seed, args) for seed in args.seeds}
+    if args.merge:
+        runs = [json.loads((plot_path(n).with_suffix(".json")).read_text()) for n in args.merge]
+        results = {int(seed): r for run in runs for seed, r in run["by_seed"].items()}
+        settings = runs[0]["settings"]
+        args.seeds, args.agents = sorted(results), settings["agents"]
+        args.episodes, args.eval_episodes = settings["episodes"], settings["eval_episodes"]
+        merged_wall = {n: run["wall_time_s"] for n, run in zip(args.merge, runs, strict=True)}
+    else:
+        results = {seed: run_seed(seed, args) for seed in args.seeds}
+        settings, merged_wall = vars(args), None
     table = {name: {key: statistics.mean(r["flights"][name][key] for r in results.values())
                     for key in ("success_rate", "contacts_per_episode", "mean_return",
-                                "decisions_per_second")}
+                                "decisions_per_second", "final_goal_distance_median")}
              for name in args.agents}
     payload = {"task": ENV, "seeds": args.seeds, "train_flights": args.episodes,
                "eval_episodes": args.eval_episodes, "planner": PLANNER,
-               "settings": vars(args), "mean_over_seeds": table, "by_seed": results}
+               "settings": settings, "mean_over_seeds": table, "by_seed": results}
+    if merged_wall:
+        payload["merged_from"] = merged_wall
     if {"pixel", "state"} <= set(args.agents):
         pixel, state = table["pixel"], table["state"]
         payload["targets"] = {
