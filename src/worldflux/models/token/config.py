@@ -40,6 +40,23 @@ class TokenConfig:
     at a random encoder output of the current batch (after Dhariwal et al. 2020, Jukebox)."""
     restart_every: int = 20
     """Tokenizer training steps between dead-code restarts (0 = never)."""
+    restart_sampling: Literal["error", "uniform"] = "error"
+    """Where dead codes restart: at encoder outputs drawn in proportion to their cell's
+    reconstruction error (``error``: rare objects that the codebook misses get codes), or drawn
+    uniformly from the batch (``uniform``, Jukebox's rule)."""
+    codebook_init: Literal["kmeans", "random"] = "kmeans"
+    """``kmeans``: the codebook starts as k-means++ / Lloyd centres of the first training
+    batch's encoder outputs (data-driven initialisation, Łańcucki et al. 2020); ``random``:
+    Gaussian codes."""
+    recon_loss: Literal["mse", "l1"] = "mse"
+    """Pixel reconstruction loss of the tokenizer (IRIS, Micheli et al. 2023, uses L1 plus a
+    perceptual loss)."""
+    hard_pixel_fraction: float = 0.005
+    """Adds the mean squared error of each frame's worst-reconstructed pixels (this fraction of
+    them) to the reconstruction loss (0 = off). A 2x2-pixel ball is 0.1% of a 64x64 frame: the
+    plain pixel loss is dominated by the background and left it out of the reconstructions;
+    mining the hardest pixels keeps small moving objects in view (online hard example mining,
+    Shrivastava et al. 2016, applied to pixels)."""
     # -- dynamics -----------------------------------------------------------------------------
     history: int = 4
     """Frames of context ``N`` the dynamics sees (the current one and ``N - 1`` before it)."""
@@ -61,6 +78,11 @@ class TokenConfig:
     in the last context frame. Most cells of a game frame do not change, and without this prior
     the benchmark's dynamics models needed hundreds of steps to learn copying before anything
     else; 0 starts without it."""
+    changed_token_weight: float = 1.0
+    """Weight of the token loss on the cells whose next token differs from the last context
+    frame's, against 1 for the others (a weighted mean). About 90% of a game frame's cells do not
+    change, so the plain mean (1.0) is mostly about copying; a weight above 1 puts the motion in
+    front (as class-balanced losses do, Cui et al. 2019)."""
     decoding: Literal["parallel", "causal"] = "parallel"
     """How ``transition`` generates the next frame: all tokens in one pass, or token by token
     with a KV cache."""
@@ -98,12 +120,23 @@ class TokenConfig:
         if self.codebook_update not in ("ema", "learned"):
             raise ConfigError(f"codebook_update: got {self.codebook_update!r}, expected 'ema' or "
                               "'learned'")
+        choices = {"restart_sampling": ("error", "uniform"), "codebook_init": ("kmeans", "random"),
+                   "recon_loss": ("mse", "l1")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}: got {getattr(self, name)!r}, expected one of "
+                                  f"{', '.join(allowed)}")
         if self.decoding not in ("parallel", "causal"):
             raise ConfigError(f"decoding: got {self.decoding!r}, expected 'parallel' or 'causal'")
         if not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay: got {self.ema_decay}, expected in (0, 1)")
         if not 0.0 <= self.parallel_fraction <= 1.0:
             raise ConfigError(f"parallel_fraction: got {self.parallel_fraction}, expected in [0, 1]")
+        if not 0.0 <= self.hard_pixel_fraction <= 1.0:
+            raise ConfigError(f"hard_pixel_fraction: got {self.hard_pixel_fraction}, expected in "
+                              "[0, 1]")
+        if self.changed_token_weight <= 0:
+            raise ConfigError(f"changed_token_weight: got {self.changed_token_weight}, expected > 0")
         if self.temperature < 0:
             raise ConfigError(f"temperature: got {self.temperature}, expected >= 0")
         if self.restart_every < 0:
