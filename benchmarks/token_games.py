@@ -36,9 +36,10 @@ GAMES = ("Breakout64", "Collect64")
 GALLERY = RESULTS / "gallery"
 
 
-LAYERS = {"num_layers": 3, "embed_dim": 128}
-"""Dynamics size of this benchmark (``--layers``, ``--embed-dim``); the family's default is
-4 x 128."""
+LAYERS = {"num_layers": 2, "embed_dim": 64, "changed_token_weight": 1.0,
+          "dynamics_learning_rate": 2e-3, "spatial_init": "sincos"}
+"""Dynamics settings of this benchmark (``--layers``, ``--embed-dim``, ``--changed-weight``,
+``--lr``); the family's default size is 4 x 128."""
 
 
 def _model(history: int, num_games: int, **overrides):
@@ -169,6 +170,17 @@ def examples(tokens: torch.Tensor, d: dict[str, np.ndarray], history: int, game:
             "game": torch.full((int(valid.sum()),), game, dtype=torch.long)}
 
 
+def moving_cells(d: dict[str, np.ndarray], grid: int) -> torch.Tensor:
+    """``[M, grid*grid]`` (bool, in the order of :func:`examples`): the cells of each predicted
+    frame with a pixel that differs from the frame before (the ball, paddle, player, enemies)."""
+    obs = torch.from_numpy(d["obs"])
+    changed = (obs[:, 1:] != obs[:, :-1]).any(2).float()  # [N, T-1, H, H]
+    N, T1, H, _ = changed.shape
+    cells = torch.nn.functional.max_pool2d(changed.reshape(N * T1, 1, H, H), H // grid) > 0
+    valid = ~torch.from_numpy(d["is_first"])[:, 1:]
+    return cells.reshape(N, T1, grid * grid)[valid]
+
+
 def _cat(parts: list[dict]) -> dict:
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
@@ -219,11 +231,15 @@ def evaluate(model, game: str, data, tokens, history: int, causal_examples: int)
         preds.append(out["tokens"])
     pred, target, last = torch.cat(preds), test["target"], test["context"][:, -1]
     changed = target != last
+    moving = moving_cells(data[f"{game}/test"], model.config.grid_size)
     result = {"examples": len(target),
               "token_accuracy": (pred == target).float().mean().item(),
               "changed_token_accuracy": (pred == target)[changed].float().mean().item(),
               "changed_fraction": changed.float().mean().item(),
-              "copy_last_accuracy": (last == target).float().mean().item()}
+              "copy_last_accuracy": (last == target).float().mean().item(),
+              "moving_cell_token_accuracy": (pred == target)[moving].float().mean().item(),
+              "moving_cell_copy_accuracy": (last == target)[moving].float().mean().item(),
+              "moving_cell_fraction": moving.float().mean().item()}
     n = causal_examples
     out = model.dynamics.generate(test["context"][:n], test["action"][:n], test["game"][:n],
                                   mode="causal", use_cache=True)
@@ -337,21 +353,26 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--work", default="/tmp/worldflux_token_games")
     parser.add_argument("--train-envs", type=int, default=128)
     parser.add_argument("--train-steps", type=int, default=200)
-    parser.add_argument("--tokenizer-steps", type=int, default=800)
+    parser.add_argument("--tokenizer-steps", type=int, default=3000)
     parser.add_argument("--dynamics-steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--horizon", type=int, default=24)
     parser.add_argument("--name", default="token_games")
     parser.add_argument("--games", default=",".join(GAMES),
                         help="games of the single-game stage (comma-separated)")
-    parser.add_argument("--layers", type=int, default=3, help="transformer blocks")
-    parser.add_argument("--embed-dim", type=int, default=128, help="transformer width")
+    parser.add_argument("--layers", type=int, default=2, help="transformer blocks")
+    parser.add_argument("--embed-dim", type=int, default=64, help="transformer width")
+    parser.add_argument("--changed-weight", type=float, default=1.0,
+                        help="changed_token_weight of the dynamics loss")
+    parser.add_argument("--lr", type=float, default=2e-3, help="dynamics learning rate")
     parser.add_argument("--histories", default="1,4", help="histories of the single-game stage")
     parser.add_argument("--merge", default="",
                         help="result names (comma-separated) whose stages ran in other processes")
     args = parser.parse_args(argv)
     LAYERS["num_layers"] = args.layers
     LAYERS["embed_dim"] = args.embed_dim
+    LAYERS["changed_token_weight"] = args.changed_weight
+    LAYERS["dynamics_learning_rate"] = args.lr
     started = time.time()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

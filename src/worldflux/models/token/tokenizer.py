@@ -1,7 +1,7 @@
 """VQ-VAE tokenizer: 64x64 frames <-> a grid of discrete codes.
 
-Encoder: stride-2 conv stages down to ``grid x grid`` cells, each mapped to a ``code_dim``
-vector and snapped to its nearest code (straight-through gradients). Decoder: the mirror image,
+Encoder: stride-2 conv stages down to ``grid x grid`` cells (by default non-overlapping, so
+that each cell's code depends on its own pixels only), each mapped to a ``code_dim`` vector and snapped to its nearest code (straight-through gradients). Decoder: the mirror image,
 from code vectors back to pixels. Codes start from k-means of the first batch's encoder
 outputs, update by EMA (or as parameters), and unused codes are restarted at encoder outputs of
 the current batch whose cells are reconstructed worst (see :mod:`.quantizer`).
@@ -22,6 +22,37 @@ from worldflux.models.token.quantizer import Quantizer
 __all__ = ["Quantizer", "Tokenizer"]
 
 
+class CellEncoder(nn.Module):
+    """Runs ``inner`` (an encoder from ``P x P`` pixels to ``1 x 1``) on every cell of
+    ``[N, C, H, H]`` images separately -> ``[N, D, G, G]`` with ``G = H / P``: each code sees
+    exactly its own cell's pixels, so a cell whose pixels do not change keeps its token."""
+
+    def __init__(self, inner: nn.Module, grid: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.grid = grid
+
+    def forward(self, x: Tensor) -> Tensor:
+        N, C, H, _ = x.shape
+        G = self.grid
+        P = H // G
+        cells = x.reshape(N, C, G, P, G, P).permute(0, 2, 4, 1, 3, 5).reshape(N * G * G, C, P, P)
+        out = self.inner(cells)  # [N*G*G, D, 1, 1]
+        return out.reshape(N, G, G, -1).permute(0, 3, 1, 2)
+
+
+def _conv_encoder(channels: int, widths: list[int], code_dim: int) -> nn.Sequential:
+    """Overlapping 4x4 stride-2 convs with whole-image GroupNorm and a 3x3 conv on the grid:
+    each vector also sees the neighbouring cells (and the frame's statistics)."""
+    layers: list[nn.Module] = []
+    previous = channels
+    for width in widths:
+        layers += [nn.Conv2d(previous, width, 4, 2, 1), nn.GroupNorm(1, width), nn.SiLU()]
+        previous = width
+    return nn.Sequential(*layers, nn.Conv2d(previous, previous, 3, 1, 1), nn.SiLU(),
+                         nn.Conv2d(previous, code_dim, 1))
+
+
 class Tokenizer(nn.Module):
     """Conv encoder -> :class:`Quantizer` -> conv decoder over images ``[N, C, H, H]``.
 
@@ -34,14 +65,10 @@ class Tokenizer(nn.Module):
         C, H, _ = obs_shape
         stages = int(math.log2(H // config.grid_size))
         widths = [config.channels * min(2 ** i, 2) for i in range(stages)]
-        layers: list[nn.Module] = []
-        previous = C
-        for width in widths:
-            layers += [nn.Conv2d(previous, width, 4, 2, 1), nn.GroupNorm(1, width), nn.SiLU()]
-            previous = width
-        layers += [nn.Conv2d(previous, previous, 3, 1, 1), nn.SiLU(),
-                   nn.Conv2d(previous, config.code_dim, 1)]
-        self.encoder = nn.Sequential(*layers)
+        self.encoder = _conv_encoder(C, widths, config.code_dim)
+        if config.encoder == "cell":
+            self.encoder = CellEncoder(self.encoder, config.grid_size)
+        previous = widths[-1]
         self.quantizer = Quantizer(config)
         layers = [nn.Conv2d(config.code_dim, previous, 3, 1, 1), nn.SiLU()]
         for width in reversed(widths[:-1]):
