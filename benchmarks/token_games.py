@@ -10,8 +10,8 @@ trains on its tokens with the same recipe and number of examples per game:
   so each game gets as many examples as its single-game model).
 
 Measured on held-out examples: next-frame token accuracy in parallel mode (all 64 tokens, and
-only the tokens that change from the last context frame), against copying the last frame's
-tokens; greedy causal (KV-cached) decoding accuracy on a subset; and 24-step imagined rollouts
+only the tokens that change from the last context frame, and the cells whose pixels move),
+against copying the last frame's tokens; greedy causal (KV-cached) decoding accuracy on a subset; and 24-step imagined rollouts
 from real starts with the real actions: PSNR per step against the real frames, next to the
 copy-last-frame baseline and the tokenizer's own reconstruction PSNR (the ceiling). A gallery
 of real-vs-imagined GIFs and frames goes to ``results/gallery/``.

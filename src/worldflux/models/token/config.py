@@ -64,7 +64,8 @@ class TokenConfig:
     them) to the reconstruction loss (0 = off). A 2x2-pixel ball is 0.1% of a 64x64 frame: the
     plain pixel loss is dominated by the background and left it out of the reconstructions;
     mining the hardest pixels keeps small moving objects in view (online hard example mining,
-    Shrivastava et al. 2016, applied to pixels)."""
+    Shrivastava et al. 2016, applied to pixels). 0.005 (20 pixels of a 64x64 frame, five balls'
+    worth) is this project's choice, measured in benchmarks/RESULTS.md ("Game world models")."""
     # -- dynamics -----------------------------------------------------------------------------
     history: int = 4
     """Frames of context ``N`` the dynamics sees (the current one and ``N - 1`` before it)."""
