@@ -144,7 +144,10 @@ def test_game_embedding_tells_the_games_apart():
 def test_tokenizer_learns_game_frames_and_components_have_own_optimisers():
     data = collect(BreakoutBatch(8, seed=0), 24, "random", seed=0)
     frames = torch.from_numpy(data["obs"].reshape(-1, 3, 64, 64))
-    model = tiny_model()
+    # The plain pixel loss: the hard-pixel term (default) slows the first steps' PSNR gain down
+    # (8 dB instead of 13 after these 40 steps); test_tokenizer_keeps_a_small_bright_object
+    # covers it.
+    model = tiny_model(hard_pixel_fraction=0.0)
     optimizers = model.optimizers()
     dynamics_before = [p.detach().clone() for p in model.dynamics.parameters()]
     first = model.tokenizer_loss(frames[:64]).metrics
@@ -162,14 +165,79 @@ def test_tokenizer_learns_game_frames_and_components_have_own_optimisers():
 
 
 def test_dead_codes_are_restarted_at_encoder_outputs():
-    config = TokenConfig(codebook_size=8, code_dim=2, restart_every=5, dead_code_threshold=0.5)
+    config = TokenConfig(codebook_size=8, code_dim=2, restart_every=5, dead_code_threshold=0.5,
+                         codebook_init="random")
     quantizer = Quantizer(config).train()
     data = torch.randn(256, 2) * 0.05 + 10.0  # far from every initial code
     with torch.enable_grad():
         for _ in range(5):
             quantizer(data)
+            quantizer.restart_dead(data)
     distance = (quantizer.codebook - 10.0).norm(dim=1)
     assert (distance < 1.0).sum() >= 7  # the unused codes moved to the data
+
+
+def test_restarts_favour_badly_reconstructed_vectors_and_kmeans_seeds_rare_ones():
+    torch.manual_seed(0)
+    common = torch.randn(1000, 2) * 0.05
+    rare = torch.randn(4, 2) * 0.05 + torch.tensor([10.0, 0.0])  # a ball: 4 vectors in 1004
+    data = torch.cat([common, rare])
+    # k-means++ seeding: the rare cluster gets a code of its own from the first batch.
+    quantizer = Quantizer(TokenConfig(codebook_size=4, code_dim=2)).train()
+    with torch.enable_grad():
+        _, idx, _, _ = quantizer(data)
+    assert set(idx[-4:].tolist()).isdisjoint(idx[:-4].tolist())
+    # Error-weighted restarts: dead codes go where the reconstruction error is.
+    config = TokenConfig(codebook_size=8, code_dim=2, restart_every=1, dead_code_threshold=0.5,
+                         codebook_init="random")
+    quantizer = Quantizer(config).train()
+    error = torch.cat([torch.full((1000,), 1e-4), torch.ones(4)])
+    with torch.enable_grad():
+        quantizer(data)
+    assert quantizer.restart_dead(data, error) >= 4
+    near_rare = (quantizer.codebook - torch.tensor([10.0, 0.0])).norm(dim=1) < 1.0
+    assert int(near_rare.sum()) >= 4
+
+
+def _bright_squares(count: int, generator: torch.Generator) -> torch.Tensor:
+    """16x16 frames ``[count, 3, 16, 16]`` (uint8): a dark blue background and one white 2x2
+    square at a random place (a small moving object such as Breakout64's ball)."""
+    frames = torch.zeros(count, 3, 16, 16, dtype=torch.uint8)
+    frames[:, 2] = 40
+    for i, (row, col) in enumerate(torch.randint(0, 15, (count, 2), generator=generator).tolist()):
+        frames[i, :, row:row + 2, col:col + 2] = 255
+    return frames
+
+
+def _square_recall(**overrides) -> float:
+    """Share of the square's pixels reconstructed at least half bright on held-out frames by a
+    small tokenizer (4x4 tokens of 4x4 pixels, 32 codes) after 300 steps of 32 frames."""
+    torch.manual_seed(0)
+    model = worldflux.create_world_model(
+        "token", obs_shape=(3, 16, 16), action_dim=4, action_kind="discrete", device="cpu",
+        grid_size=4, codebook_size=32, code_dim=8, channels=16, embed_dim=32, num_layers=1,
+        num_heads=2, **overrides)
+    optimizer = model.optimizers()["tokenizer"]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        out = model.tokenizer_loss(_bright_squares(32, g))
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    model.eval()
+    test = _bright_squares(64, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        recon = model.detokenize(model.tokenize(test))
+    square = test.min(1).values == 255
+    return (recon.min(1).values > 127)[square].float().mean().item()
+
+
+def test_tokenizer_keeps_a_small_bright_object():
+    # The square is 4 of 256 pixels: the plain pixel loss leaves it out of the tokens, the
+    # hard-pixel term keeps it (2% of a 16x16 frame = 5 pixels, as the default 0.5% is 20
+    # pixels of a 64x64 frame, against Breakout64's 4-pixel ball).
+    assert _square_recall(hard_pixel_fraction=0.02) > 0.9
+    assert _square_recall(hard_pixel_fraction=0.0) < 0.5
 
 
 def test_learned_codebook_gets_gradients():

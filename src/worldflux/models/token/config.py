@@ -27,6 +27,14 @@ class TokenConfig:
     """Width of a code vector."""
     channels: int = 32
     """Channels of the first conv stage of the tokenizer (later stages: twice as many)."""
+    encoder: Literal["conv", "cell"] = "conv"
+    """``conv``: overlapping 4x4 stride-2 convs with whole-image GroupNorm, so a code also sees
+    the neighbouring cells and the frame's statistics; ``cell``: the same layers run on each
+    cell alone, so a cell whose pixels do not change keeps its token. Measured on Breakout64 /
+    Collect64 (benchmarks/RESULTS.md): with ``conv``, 20% / 15% of the cells change token
+    between consecutive frames while their pixels do not (noise for the dynamics), but
+    ``cell`` learned the 2x2 ball much more slowly (12% of its pixels after 800 steps, against
+    64%), so ``conv`` stays the default."""
     codebook_update: Literal["ema", "learned"] = "ema"
     """``ema``: codes follow an exponential moving average of the encoder outputs assigned to
     them (VQ-VAE, van den Oord et al. 2017, appendix A.1); ``learned``: codes are parameters
@@ -40,6 +48,24 @@ class TokenConfig:
     at a random encoder output of the current batch (after Dhariwal et al. 2020, Jukebox)."""
     restart_every: int = 20
     """Tokenizer training steps between dead-code restarts (0 = never)."""
+    restart_sampling: Literal["error", "uniform"] = "error"
+    """Where dead codes restart: at encoder outputs drawn in proportion to their cell's
+    reconstruction error (``error``: rare objects that the codebook misses get codes), or drawn
+    uniformly from the batch (``uniform``, Jukebox's rule)."""
+    codebook_init: Literal["kmeans", "random"] = "kmeans"
+    """``kmeans``: the codebook starts as k-means++ / Lloyd centres of the first training
+    batch's encoder outputs (data-driven initialisation, Łańcucki et al. 2020); ``random``:
+    Gaussian codes."""
+    recon_loss: Literal["mse", "l1"] = "mse"
+    """Pixel reconstruction loss of the tokenizer (IRIS, Micheli et al. 2023, uses L1 plus a
+    perceptual loss)."""
+    hard_pixel_fraction: float = 0.005
+    """Adds the mean squared error of each frame's worst-reconstructed pixels (this fraction of
+    them) to the reconstruction loss (0 = off). A 2x2-pixel ball is 0.1% of a 64x64 frame: the
+    plain pixel loss is dominated by the background and left it out of the reconstructions;
+    mining the hardest pixels keeps small moving objects in view (online hard example mining,
+    Shrivastava et al. 2016, applied to pixels). 0.005 (20 pixels of a 64x64 frame, five balls'
+    worth) is this project's choice, measured in benchmarks/RESULTS.md ("Game world models")."""
     # -- dynamics -----------------------------------------------------------------------------
     history: int = 4
     """Frames of context ``N`` the dynamics sees (the current one and ``N - 1`` before it)."""
@@ -49,6 +75,12 @@ class TokenConfig:
     """Transformer blocks."""
     num_heads: int = 4
     """Attention heads."""
+    spatial_init: Literal["random", "sincos"] = "random"
+    """Start of the learned spatial embeddings: N(0, 1) per cell, or 2D sine-cosine (MAE, He
+    et al. 2022), where neighbouring cells start similar. On Breakout64 tokens (8x8 grid, 64
+    wide) sincos doubled the changed-token accuracy after 600 steps (12.3% against 6.3%); on
+    the 4x4 moving-ball test (32 wide) it learned far slower than random, hence not the
+    default."""
     mlp_ratio: int = 4
     """Hidden width of the blocks' MLPs over ``embed_dim``."""
     num_games: int = 1
@@ -61,6 +93,11 @@ class TokenConfig:
     in the last context frame. Most cells of a game frame do not change, and without this prior
     the benchmark's dynamics models needed hundreds of steps to learn copying before anything
     else; 0 starts without it."""
+    changed_token_weight: float = 1.0
+    """Weight of the token loss on the cells whose next token differs from the last context
+    frame's, against 1 for the others (a weighted mean). About 90% of a game frame's cells do not
+    change, so the plain mean (1.0) is mostly about copying; a weight above 1 puts the motion in
+    front (as class-balanced losses do, Cui et al. 2019)."""
     decoding: Literal["parallel", "causal"] = "parallel"
     """How ``transition`` generates the next frame: all tokens in one pass, or token by token
     with a KV cache."""
@@ -98,12 +135,24 @@ class TokenConfig:
         if self.codebook_update not in ("ema", "learned"):
             raise ConfigError(f"codebook_update: got {self.codebook_update!r}, expected 'ema' or "
                               "'learned'")
+        choices = {"encoder": ("conv", "cell"), "restart_sampling": ("error", "uniform"),
+                   "codebook_init": ("kmeans", "random"), "spatial_init": ("random", "sincos"),
+                   "recon_loss": ("mse", "l1")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}: got {getattr(self, name)!r}, expected one of "
+                                  f"{', '.join(allowed)}")
         if self.decoding not in ("parallel", "causal"):
             raise ConfigError(f"decoding: got {self.decoding!r}, expected 'parallel' or 'causal'")
         if not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay: got {self.ema_decay}, expected in (0, 1)")
         if not 0.0 <= self.parallel_fraction <= 1.0:
             raise ConfigError(f"parallel_fraction: got {self.parallel_fraction}, expected in [0, 1]")
+        if not 0.0 <= self.hard_pixel_fraction <= 1.0:
+            raise ConfigError(f"hard_pixel_fraction: got {self.hard_pixel_fraction}, expected in "
+                              "[0, 1]")
+        if self.changed_token_weight <= 0:
+            raise ConfigError(f"changed_token_weight: got {self.changed_token_weight}, expected > 0")
         if self.temperature < 0:
             raise ConfigError(f"temperature: got {self.temperature}, expected >= 0")
         if self.restart_every < 0:

@@ -25,6 +25,24 @@ KVCache = list[tuple[Tensor, Tensor]]
 """Per layer: keys and values ``[B, heads, L, head_dim]`` of the positions seen so far."""
 
 
+def grid_sincos(grid: int, dim: int) -> Tensor:
+    """2D sine-cosine position embeddings ``[grid*grid, dim]`` (row-major cells; half the
+    channels encode the row, half the column, as in MAE, He et al. 2022), scaled to unit
+    variance like the other embeddings. Neighbouring cells get similar vectors, so attention
+    to a cell's neighbourhood in the previous frames (where a moving object comes from) is one
+    linear map to learn instead of one per pair of cells."""
+    quarter = dim // 4
+    freqs = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float32) / max(quarter, 1)))
+    pos = torch.arange(grid, dtype=torch.float32)[:, None] * freqs  # [G, dim/4]
+    axis = torch.cat([pos.sin(), pos.cos()], 1)  # [G, dim/2]
+    rows = axis[:, None].expand(grid, grid, -1)
+    cols = axis[None, :].expand(grid, grid, -1)
+    table = torch.cat([rows, cols], -1).reshape(grid * grid, -1) * 2 ** 0.5
+    if table.shape[1] < dim:  # dim not a multiple of 4
+        table = torch.cat([table, torch.zeros(grid * grid, dim - table.shape[1])], 1)
+    return table
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: causal self-attention (with an optional KV cache) + MLP."""
 
@@ -72,10 +90,12 @@ class TokenDynamics(nn.Module):
     def __init__(self, config: TokenConfig, action_dim: int) -> None:
         super().__init__()
         self.config = config
-        K, D, V = config.tokens_per_frame, config.embed_dim, config.codebook_size
+        D, V = config.embed_dim, config.codebook_size
         self.mask_token = V
         self.token_embed = nn.Embedding(V + 1, D)
-        self.spatial = nn.Parameter(torch.randn(K, D))
+        K = config.tokens_per_frame
+        self.spatial = nn.Parameter(grid_sincos(config.grid_size, D)
+                                    if config.spatial_init == "sincos" else torch.randn(K, D))
         self.temporal = nn.Parameter(torch.randn(config.history + 1, D))
         self.slot_type = nn.Parameter(torch.randn(2, D))
         self.action_embed = nn.Linear(action_dim, D)

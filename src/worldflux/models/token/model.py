@@ -145,7 +145,8 @@ class TokenModel(WorldModel):
                                 parallel: Tensor | None = None) -> LossOutput:
         """Losses of ``M`` prepared examples: ``context [M, N, K]``, ``action [M, A]``,
         ``target [M, K]``, ``reward [M]``, ``terminated [M]``, ``game [M]``; ``parallel [M]``
-        (bool) defaults to a random ``parallel_fraction`` of the rows."""
+        (bool) defaults to a random ``parallel_fraction`` of the rows. The token loss weighs the
+        cells whose token differs from the last context frame by ``changed_token_weight``."""
         M = context.shape[0]
         if M == 0:
             zero = sum(p.sum() for p in self.dynamics.parameters()) * 0
@@ -153,14 +154,22 @@ class TokenModel(WorldModel):
         if parallel is None:
             parallel = torch.rand(M, device=context.device) < self.config.parallel_fraction
         logits, reward_pred, end_logit = self.dynamics(context, action, target, game, parallel)
-        token_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+        per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                    reduction="none").reshape(target.shape)  # [M, K]
+        changed = target != context[:, -1]
+        weight = torch.where(changed, self.config.changed_token_weight, 1.0)
+        token_loss = (per_token * weight).sum() / weight.sum()
         reward_loss = F.mse_loss(reward_pred, symlog(reward.float()))
         end_loss = F.binary_cross_entropy_with_logits(end_logit, terminated.float())
         loss = token_loss + self.config.reward_scale * reward_loss + \
             self.config.end_scale * end_loss
         with torch.no_grad():
-            correct = (logits.argmax(-1) == target).float().mean(1)
+            hits = logits.argmax(-1) == target
+            correct = hits.float().mean(1)
+            changed_accuracy = hits[changed].float().mean() if changed.any() else hits.new_ones(
+                (), dtype=torch.float32)
         metrics = {"token_loss": float(token_loss.detach()),
+                   "changed_token_accuracy": float(changed_accuracy),
                    "reward_loss": float(reward_loss.detach()),
                    "end_loss": float(end_loss.detach()),
                    "token_accuracy": float(correct.mean()), "examples": float(M)}
