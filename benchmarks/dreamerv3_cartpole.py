@@ -6,7 +6,8 @@ ignored) with checkpoints, so an interrupted seed continues where it stopped whe
 command runs again (``worldflux train --resume``). Results accumulate across invocations: every
 seed writes ``results/dreamerv3_cartpole_seed<S>.json`` (its curve so far, finished or not),
 and the aggregate ``results/dreamerv3_cartpole.json`` + ``.png`` are rebuilt from every seed file
-present. ``--report`` only rewrites the files from the run directories (for a run still going).
+present (``--no-aggregate`` leaves the aggregate alone). ``--report`` only rewrites the files
+from the run directories (for a run still going).
 
 Settings: ``size1m`` preset, batch 16 x 64, imagination horizon 15, every other hyperparameter
 at the paper v1 value, except ``train_ratio`` (paper: 512-1024; default here 64 so that 50k
@@ -122,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="extra agent-config override (repeatable), e.g. model_lr=6e-4")
     parser.add_argument("--report", action="store_true",
                         help="only rewrite the result files from the run directories")
+    parser.add_argument("--no-aggregate", action="store_true",
+                        help="write only this seed's results/dreamerv3_cartpole_TAG_seedS.json, "
+                        "leaving the aggregate dreamerv3_cartpole.json and .png as they are")
     args = parser.parse_args(argv)
     started = time.time()
     extra = dict(item.split("=", 1) for item in args.set)
@@ -132,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
         _train(args.seed, args.steps, args.train_ratio, args.size, args.eval_every, args.tag,
                extra)
     _seed_report(args.seed, args.tag, settings)
-    _aggregate(started)
+    if not args.no_aggregate:
+        _aggregate(started)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ checkpoints, and short real training runs."""
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -224,3 +225,111 @@ def test_training_loop_runs_checkpoints_and_resumes(tmp_path, env_id):
         extended = TrainConfig(**{**config.__dict__, "steps": 140})
         again = train("dreamerv3", extended, overrides, str(out), progress=False, resume=True)
         assert again["steps"] == 140 and again["resumed_from"] is not None
+
+
+# -- review of issue 6: the actor-critic terms against hand-computed values -------------------------
+def test_imagination_weights_discount_by_the_continue_flags():
+    from worldflux.agents.dreamerv3 import imagination_weights
+
+    # states 0..3 of two trajectories: the first ends at state 2 (continue 0), the second
+    # starts on a terminal row (start continue 0)
+    cont = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]])
+    discounts, weights = imagination_weights(cont, gamma=0.5)
+    assert discounts[:, 0].tolist() == [0.5, 0.0, 0.5]          # gamma * cont[1:]
+    # cumprod(gamma * cont) / gamma: 1, gamma, 0 (the end), 0 (after it)
+    assert weights[:, 0].tolist() == [1.0, 0.5, 0.0, 0.0]
+    assert weights[:, 1].tolist() == [0.0, 0.0, 0.0, 0.0]
+    # the paper's discount: gamma = 1 - 1/333
+    _, w = imagination_weights(torch.ones(3, 1), gamma=1 - 1 / 333)
+    assert w[:, 0].tolist() == pytest.approx([1.0, 1 - 1 / 333, (1 - 1 / 333) ** 2])
+
+
+def test_actor_loss_reinforce_hand_values_and_stop_gradient():
+    from worldflux.agents.dreamerv3 import actor_loss
+
+    log_prob = torch.tensor([[-0.5], [-1.0]], requires_grad=True)
+    entropy = torch.tensor([[0.6], [0.7]], requires_grad=True)
+    ret = torch.tensor([[10.0], [4.0]], requires_grad=True)
+    base = torch.tensor([[6.0], [4.0]])
+    weight = torch.tensor([[1.0], [0.5]])
+    # advantages (R - v) / max(1, S) with S = 2: 2 and 0
+    loss = actor_loss(log_prob, entropy, ret, base, torch.tensor(2.0), weight, 3e-4, True)
+    expected = -(1.0 * (-0.5 * 2 + 3e-4 * 0.6) + 0.5 * (-1.0 * 0 + 3e-4 * 0.7)) / 2
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    # REINFORCE: d/dlog_prob = -weight * advantage / (H * N); no gradient into the returns
+    assert log_prob.grad[:, 0].tolist() == pytest.approx([-1.0, 0.0])
+    assert entropy.grad[:, 0].tolist() == pytest.approx([-3e-4 / 2, -0.5 * 3e-4 / 2])
+    assert ret.grad is None
+
+
+def test_actor_loss_backprop_differentiates_the_normalised_advantage():
+    from worldflux.agents.dreamerv3 import actor_loss
+
+    ret = torch.tensor([[10.0], [4.0]], requires_grad=True)
+    zeros = torch.zeros(2, 1)
+    loss = actor_loss(zeros, zeros, ret, torch.tensor([[6.0], [4.0]]), torch.tensor(4.0),
+                      torch.tensor([[1.0], [0.5]]), 3e-4, False)
+    assert float(loss.detach()) == pytest.approx(-(1.0 * 1.0 + 0.5 * 0.0) / 2)
+    loss.backward()
+    assert ret.grad[:, 0].tolist() == pytest.approx([-1.0 / 4 / 2, -0.5 / 4 / 2])
+
+
+def test_critic_loss_two_hot_targets_slow_regulariser_and_weights():
+    from worldflux.agents.dreamerv3 import critic_loss
+    from worldflux.nn.twohot import two_hot
+
+    bins, width = 255, 40.0 / 254
+    # the returns sit on bins 127 (0) and 127 + 10 (symexp(10 w)); the slow critic on bin 127
+    on_bin = float(torch.expm1(torch.tensor(10 * width)))
+    target = torch.tensor([[0.0], [on_bin]])
+    slow = torch.zeros(2, 1)
+    logits = torch.zeros(2, 1, bins, requires_grad=True)     # uniform: CE = log 255
+    weight = torch.tensor([[1.0], [0.25]])
+    loss = critic_loss(logits, target, slow, weight, slow_reg=1.0, bin_range=20.0)
+    assert float(loss.detach()) == pytest.approx((2 * math.log(255) * 1.0 + 2 * math.log(255) * 0.25) / 2,
+                                        rel=1e-5)
+    loss.backward()
+    # d/dlogits = weight / (H * N) * (2 * softmax - two_hot(target) - two_hot(slow))
+    expected = 0.25 / 2 * (2 / 255 - two_hot(torch.tensor(on_bin), bins, -20.0, 20.0)
+                           - two_hot(torch.tensor(0.0), bins, -20.0, 20.0))
+    assert torch.allclose(logits.grad[1, 0], expected, atol=1e-6)
+
+
+def test_acting_resets_at_episode_starts_and_feeds_the_previous_action():
+    """Reference ``policy``: ``obs_step(prev_latent, prev_action, embed, is_first)``; an episode
+    starts from the learned initial state with a zero action, later steps feed the action
+    taken last; training samples the actor (1% unimix), evaluation takes its mode."""
+    agent = tiny_agent("discrete", prefill=0)
+    rng = np.random.default_rng(0)
+    obs = [rng.normal(size=3).astype(np.float32) for _ in range(2)]
+    with torch.no_grad():
+        start = agent.model.core(*agent.model.initial(1), torch.zeros(1, 2))
+        agent.reset()
+        first = int(agent.act(obs[0], explore=True))
+        deter, stoch = (x.clone() for x in agent._acting)
+        assert torch.allclose(deter, start, atol=1e-6)
+        agent.act(obs[1], explore=True)
+        expected = agent.model.core(deter, stoch, torch.eye(2)[first][None])
+        assert torch.allclose(agent._acting[0], expected, atol=1e-6)
+        agent.reset()
+        agent.act(obs[0], explore=False)
+        assert torch.allclose(agent._acting[0], start, atol=1e-6)
+        # a policy of probabilities (0.3, 0.7) before mixing: samples vs mode
+        agent.actor.out.weight.zero_()
+        agent.actor.out.bias.copy_(torch.log(torch.tensor([0.3, 0.7])))
+        torch.manual_seed(0)
+        sampled = [int(agent.act(obs[1], explore=True)) for _ in range(400)]
+        greedy = {int(agent.act(obs[1], explore=False)) for _ in range(20)}
+    assert np.mean(sampled) == pytest.approx(0.99 * 0.7 + 0.005, abs=0.06)
+    assert greedy == {1}
+
+
+def test_discrete_actor_mixes_in_one_percent_uniform():
+    agent = tiny_agent("discrete", action_dim=4)
+    with torch.no_grad():
+        agent.actor.out.weight.zero_()
+        agent.actor.out.bias.copy_(torch.tensor([50.0, 0.0, 0.0, 0.0]))
+        probs = torch.softmax(agent.actor(torch.zeros(1, agent.model.feat_dim))["logits"], -1)
+    # 0.99 * one-hot + 0.01 / 4 (paper: unimix 1% on the actor too)
+    assert probs[0].tolist() == pytest.approx([0.9925, 0.0025, 0.0025, 0.0025], abs=1e-6)

@@ -218,6 +218,60 @@ def test_world_model_learns_a_sequence_batch():
     assert after["reward_loss"] < 0.5 * before["reward_loss"]
 
 
+# -- review of issue 6: free bits per step, and what each row of a batch trains --------------------
+def test_free_bits_clip_the_kl_summed_over_the_latents_not_each_latent():
+    # four latents, each KL(p || q) = 0.3 nats: the step's KL is 1.2 > 1, so it is not clipped
+    # (clipping each latent at 1 nat would give 4; paper: "free bits" on the summed KL)
+    q = torch.tensor([0.5, 0.5])
+    # a with KL([a, 1 - a] || [0.5, 0.5]) = a log 2a + (1 - a) log 2(1 - a) = 0.3 (bisection)
+    lo, hi = 0.5, 1.0
+    for _ in range(60):
+        a = (lo + hi) / 2
+        kl = a * math.log(2 * a) + (1 - a) * math.log(2 * (1 - a))
+        lo, hi = (a, hi) if kl < 0.3 else (lo, a)
+    p = torch.log(torch.tensor([[a, 1 - a]] * 4))
+    qs = torch.log(q.expand(4, 2))
+    assert float(categorical_kl(p, qs)) == pytest.approx(1.2, rel=1e-6)
+    assert float(free_bits(categorical_kl(p, qs), 1.0)) == pytest.approx(1.2, rel=1e-6)
+    assert float(free_bits(categorical_kl(p[:3], qs[:3]), 1.0)) == 1.0  # 0.9 -> 1
+
+
+def test_world_model_loss_terms_per_row_follow_the_reference_alignment():
+    """Row ``t`` = (obs_t, the action that led to it, the reward of that transition, whether
+    obs_t is terminal). The RSSM step of row ``t`` takes ``actions[t]`` (the reference's
+    previous action), and the state after it predicts ``rewards[t]`` and ``1 - terminated[t]``;
+    the KL terms are ``max(1, KL)`` of each row's KL summed over the latents."""
+    from worldflux.nn.twohot import soft_ce
+
+    model = tiny_model(kind="discrete", action_dim=2)
+    batch = batch_for(model, B=2, T=5)
+    batch["actions"] = torch.nn.functional.one_hot(torch.randint(0, 2, (2, 5)), 2).float()
+    batch["actions"][:, 0] = 0.0
+    batch["terminated"][1, 3] = True
+    torch.manual_seed(0)
+    out, seq = model.world_model_loss(batch)
+    feat = model.feat(seq["deter"], seq["stoch"])
+    reward = soft_ce(model.reward_logits(feat), batch["rewards"], -20.0, 20.0).mean()
+    assert float(out.components["reward"].detach()) == pytest.approx(float(reward.detach()), rel=1e-6)
+    cont = torch.nn.functional.binary_cross_entropy_with_logits(
+        model.cont_logit(feat), 1.0 - batch["terminated"].float())
+    assert float(out.components["cont"].detach()) == pytest.approx(float(cont.detach()), rel=1e-6)
+    kl = categorical_kl(seq["post"], seq["prior"])                       # [B, T]
+    assert float(out.components["dyn"].detach()) == pytest.approx(
+        0.5 * float(torch.clamp(kl, min=1.0).mean().detach()), rel=1e-5)
+    assert float(out.components["rep"].detach()) == pytest.approx(
+        0.1 * float(torch.clamp(kl, min=1.0).mean().detach()), rel=1e-5)
+    # deter of row t = core(deter of row t-1, stoch of row t-1, actions[t])
+    with torch.no_grad():
+        for t in range(1, 5):
+            step = model.core(seq["deter"][:, t - 1], seq["stoch"][:, t - 1], batch["actions"][:, t])
+            assert torch.allclose(step, seq["deter"][:, t], atol=1e-6)
+        # row 0 starts from the learned initial state with a zero action
+        deter0, stoch0 = model.initial(2)
+        first = model.core(deter0, stoch0, torch.zeros(2, 2))
+        assert torch.allclose(first, seq["deter"][:, 0], atol=1e-6)
+
+
 # -- the contract's consumers: fidelity evaluation and generic planners ----------------------------
 def test_open_loop_fidelity_runs_on_the_model():
     import numpy as np

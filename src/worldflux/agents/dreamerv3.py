@@ -53,7 +53,7 @@ from worldflux.nn.twohot import soft_ce, two_hot_inv
 logger = logging.getLogger(__name__)
 
 __all__ = ["Actor", "Critic", "DreamerV3Agent", "DreamerV3AgentConfig", "ReturnNormalizer",
-           "lambda_returns"]
+           "actor_loss", "critic_loss", "imagination_weights", "lambda_returns"]
 
 
 @dataclass
@@ -187,6 +187,46 @@ def lambda_returns(rewards: Tensor, values: Tensor, discounts: Tensor, lam: floa
         last = rewards[t] + discounts[t] * ((1 - lam) * values[t + 1] + lam * last)
         out.append(last)
     return torch.stack(out[::-1], 0)
+
+
+def imagination_weights(cont: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+    """Discounts and loss weights of an imagined trajectory (paper v1 reference ``imagine``).
+
+    ``cont [H + 1, N]``: continue flags of states ``0..H``, the start's ``1 - terminated`` and
+    then the continue head's mode. Returns ``discounts [H, N] = gamma * cont[1:]`` (those of the
+    lambda-returns) and ``weights [H + 1, N] = cumprod(gamma * cont) / gamma``: the start counts
+    1 (0 when it is terminal), state ``t`` counts ``gamma^t`` while no predicted episode end came
+    before it, and 0 after one (reference ``traj['weight']``, stop-gradient in both losses).
+    """
+    discounts = gamma * cont[1:]
+    weights = torch.cumprod(gamma * cont, 0) / gamma
+    return discounts, weights.detach()
+
+
+def actor_loss(log_prob: Tensor, entropy: Tensor, ret: Tensor, base: Tensor, scale: Tensor,
+               weight: Tensor, entropy_scale: float, reinforce: bool) -> Tensor:
+    """The actor loss of paper v1 Eq. 11 over ``[H, N]`` imagined states -> a scalar.
+
+    ``advantage = (ret - base) / scale`` with ``scale = max(1, P95 - P5)`` (the return
+    normaliser); REINFORCE maximises ``log_prob * sg(advantage)``, backpropagation the advantage
+    itself; plus ``entropy_scale`` (paper: 3e-4) times the entropy. Each state weighs ``weight``
+    (:func:`imagination_weights`, stop-gradient); the mean runs over all ``H * N`` states
+    (reference ``loss.mean()``).
+    """
+    advantage = (ret - base) / scale
+    objective = log_prob * advantage.detach() if reinforce else advantage
+    return -((objective + entropy_scale * entropy) * weight.detach()).mean()
+
+
+def critic_loss(logits: Tensor, target: Tensor, slow_value: Tensor, weight: Tensor,
+                slow_reg: float, bin_range: float) -> Tensor:
+    """Critic loss over ``[H, N]`` imagined states -> a scalar (paper v1, reference
+    ``VFunction.loss``): the two-hot cross-entropy of ``logits [H, N, bins]`` against
+    ``sg(target)`` (the lambda-returns) plus ``slow_reg`` (paper: 1) times the cross-entropy
+    against ``sg(slow_value)`` (the slow critic's mean), each state weighted by ``weight``."""
+    loss = (soft_ce(logits, target.detach(), -bin_range, bin_range)
+            + slow_reg * soft_ce(logits, slow_value.detach(), -bin_range, bin_range))
+    return (loss * weight.detach()).mean()
 
 
 class ReturnNormalizer(nn.Module):
@@ -449,36 +489,31 @@ class DreamerV3Agent(Agent):
                               (self.model.cont_logit(feat[1:]) > 0).float()], 0)
             with frozen(self.critic):
                 value = self.critic.value(feat)
-            discount = gamma * cont[1:]
+            discount, weight = imagination_weights(cont, gamma)
             ret = lambda_returns(reward, value, discount, cfg.return_lambda)
-            weight = (torch.cumprod(gamma * cont, 0) / gamma).detach()
             self.retnorm.update(ret)
             scale = self.retnorm.scale()
-            advantage = (ret - value[:-1]) / scale
             dist = self.actor(feat[:-1].detach())
             entropy = self.actor.entropy(dist)
-            if self.actor_grad == "reinforce":
-                log_prob = self.actor.log_prob(dist, traj["action"].detach())
-                objective = log_prob * advantage.detach()
-            else:
-                objective = advantage
-            actor_loss = -((objective + cfg.actor_entropy * entropy) * weight[:-1]).mean()
-        feat_sg, target = feat[:-1].detach(), ret.detach()
-        logits = self.critic(feat_sg)
+            reinforce = self.actor_grad == "reinforce"
+            log_prob = (self.actor.log_prob(dist, traj["action"].detach()) if reinforce
+                        else torch.zeros_like(entropy))
+            a_loss = actor_loss(log_prob, entropy, ret, value[:-1], scale, weight[:-1],
+                                cfg.actor_entropy, reinforce)
+        feat_sg = feat[:-1].detach()
         with torch.no_grad():
             slow = self.slow_critic.value(feat_sg)
-        critic_loss = ((self.critic.loss(logits, target)
-                        + cfg.slow_critic_reg * self.critic.loss(logits, slow))
-                       * weight[:-1]).mean()
-        metrics = {"actor_loss": float(actor_loss.detach()),
-                   "critic_loss": float(critic_loss.detach()),
+        c_loss = critic_loss(self.critic(feat_sg), ret, slow, weight[:-1], cfg.slow_critic_reg,
+                             cfg.model.bin_range)
+        metrics = {"actor_loss": float(a_loss.detach()),
+                   "critic_loss": float(c_loss.detach()),
                    "entropy": float(entropy.detach().mean()),
                    "imag_return": float(ret.detach().mean()),
                    "imag_reward": float(reward.detach().mean()),
                    "imag_value": float(value.detach().mean()),
                    "return_scale": float(scale),
                    "return_low": float(self.retnorm.low), "return_high": float(self.retnorm.high)}
-        return actor_loss, critic_loss, metrics
+        return a_loss, c_loss, metrics
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """One DreamerV3 update on a batch ``[B, T]``: world model, then actor and critic on the
@@ -499,12 +534,12 @@ class DreamerV3Agent(Agent):
                       "stoch": seq["stoch"].detach().flatten(0, 1),
                       "cont": 1.0 - batch["terminated"].float().flatten(0, 1)}
             with self.amp.autocast():
-                actor_loss, critic_loss, ac = self.actor_critic_losses(starts)
+                a_loss, c_loss, ac = self.actor_critic_losses(starts)
             metrics.update({f"ac/{k}": v for k, v in ac.items()})
             self.amp.max_grad_norm = cfg.ac_clip
             for loss, opt, module, where in (
-                    (actor_loss, self.actor_opt, self.actor, "dreamerv3 actor"),
-                    (critic_loss, self.critic_opt, self.critic, "dreamerv3 critic")):
+                    (a_loss, self.actor_opt, self.actor, "dreamerv3 actor"),
+                    (c_loss, self.critic_opt, self.critic, "dreamerv3 critic")):
                 opt.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss.detach()):
                     self.nonfinite.skip(where, f"non-finite loss {float(loss.detach())}")

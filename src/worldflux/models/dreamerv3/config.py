@@ -69,8 +69,11 @@ class DreamerV3Config:
     stoch: int = 32
     """Categorical latent variables in the stochastic state (paper and reference: 32)."""
     blocks: int = 8
-    """Blocks of the block-diagonal GRU (reference: 8; 1 = the paper v1's dense LayerNorm GRU).
-    ``deter`` must be a multiple of it."""
+    """Blocks of the block-diagonal GRU (reference: 8; 1 = a dense GRU). ``deter`` must be a
+    multiple of it. Either way the core is the current reference's (``deter``, ``stoch`` and
+    action embedded separately, ``dyn_layers`` normalised hidden layers, gates without a norm),
+    not the paper v1 reference's ``_gru`` (one embedding of ``stoch`` and action, then a single
+    linear layer to the gates with layer normalisation on the gate pre-activations)."""
     unimix: float = 0.01
     """Uniform mixture weight of every categorical of the RSSM (paper: 1%)."""
     free_nats: float = 1.0
