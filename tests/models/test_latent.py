@@ -406,3 +406,30 @@ def test_keypoints_of_stacked_frames_are_encoded_frame_by_frame():
     with pytest.raises(ConfigError, match="latent_size"):
         _build("latent-conv", obs_shape=(6, 64, 64), encoder="keypoints", latent_size=6,
                frames=2)
+
+
+def test_window_loss_of_a_potential_head_fits_cumulative_rewards():
+    """Windows of 3 steps with a potential head: one-step reward terms over every valid step
+    plus the cumulative term, whose target past a masked step stops growing."""
+    model = _build("latent-mlp", latent_size=4, reward_head="potential", training="encoded",
+                   rollout_steps=3)
+    obs, action, reward, next_obs = _transitions(12, seed=2)
+    model.fit_normalizers(obs, action, reward, next_obs)
+    with torch.no_grad():
+        z, next_z = model.encode_latent(obs), model.encode_latent(next_obs)
+    windows = [t.view(1, 4, 3, *t.shape[1:]) for t in (z, action, reward, next_z)]
+    mask = torch.tensor([[[True, True, True], [True, True, False], [True, False, False],
+                          [True, True, True]]])
+    out = model.latent_window_loss(*windows, mask)
+    assert {"dynamics", "reward", "reward_sum"} <= set(out.components)
+    out.loss.backward()
+    assert float(model.potential.layers[0].weight.grad.abs().sum()) > 0
+    # Masked steps do not count: changing their rewards leaves the loss alone (eval mode: the
+    # running latent statistics stay put between the two calls).
+    model.eval()
+    changed = windows[2].clone()
+    changed[0, 2, 1:] += 10.0
+    with torch.no_grad():
+        before = model.latent_window_loss(*windows, mask).loss
+        after = model.latent_window_loss(windows[0], windows[1], changed, windows[3], mask).loss
+    torch.testing.assert_close(after, before)

@@ -321,7 +321,8 @@ class LatentModel(WorldModel):
         components: dict[str, Tensor] = {}
         metrics: dict[str, float] = {}
         state, loss_scale = self._dynamics_terms(z[:, :, 0], action[:, :, 0], reward[:, :, 0],
-                                                 next_z[:, :, 0], components, metrics)
+                                                 next_z[:, :, 0], components, metrics,
+                                                 reward_terms=k == 1)
         if k > 1:
             if cfg.stochastic:
                 raise ConfigError("rollout_steps: got windows of > 1 step with stochastic "
@@ -357,19 +358,24 @@ class LatentModel(WorldModel):
         weight = mask.float()
         normed, next_normed = self.latent_norm.normalize(z), self.latent_norm.normalize(next_z)
         action = action.float()
-        predicted = self._head(normed, action, next_normed)  # [E, N, k]
         target = self.reward_norm.normalize(reward.float().unsqueeze(-1)).squeeze(-1)
+        potential = cfg.reward_head == "potential"
+        if potential:  # the parts of _head, each evaluated once for both terms
+            lead = normed.shape[:-1]
+            phi = self.potential(normed.reshape(1, -1, normed.shape[-1])).float().view(lead)
+            phi_next = self.potential(next_normed.reshape(1, -1, normed.shape[-1])
+                                      ).float().view(lead)
+            psi = self.reward_head(torch.cat([action, next_normed], -1).reshape(
+                1, -1, action.shape[-1] + normed.shape[-1])).float().view(lead)
+            predicted = phi_next - phi + psi  # [E, N, k]
+        else:
+            predicted = self._head(normed, action, next_normed)  # [E, N, k]
         one_step = ((predicted - target).pow(2) * weight).sum() / weight.sum()
         components["reward"] = cfg.reward_scale * one_step
         metrics["reward_mse"] = float(one_step.detach())
-        if cfg.reward_head != "potential":
+        if not potential:
             return
-        lead = normed.shape[:-1]
-        phi0 = self.potential(normed[:, :, :1].reshape(1, -1, normed.shape[-1])).float()
-        phi = self.potential(next_normed.reshape(1, -1, normed.shape[-1])).float().view(lead)
-        psi = self.reward_head(torch.cat([action, next_normed], -1).reshape(
-            1, -1, action.shape[-1] + normed.shape[-1])).float().view(lead)
-        cumulative = phi - phi0.view(*lead[:2], 1) + (psi * weight).cumsum(-1)
+        cumulative = phi_next - phi[:, :, :1] + (psi * weight).cumsum(-1)
         cum_target = (target * weight).cumsum(-1)
         later = weight[:, :, 1:]
         err = ((cumulative - cum_target)[:, :, 1:].pow(2) * later).sum() / later.sum().clamp_min(1)
@@ -377,10 +383,11 @@ class LatentModel(WorldModel):
         metrics["reward_sum_mse"] = float(err.detach())
 
     def _dynamics_terms(self, source: Tensor, action: Tensor, reward: Tensor, z_next: Tensor,
-                        components: dict[str, Tensor], metrics: dict[str, float]
-                        ) -> tuple[Tensor, Tensor]:
-        """Add the dynamics and reward terms of latents ``source -> z_next [E, N, Z]`` to
-        ``components`` / ``metrics``; returns the predicted next latent ``[E, N, Z]`` and the
+                        components: dict[str, Tensor], metrics: dict[str, float],
+                        reward_terms: bool = True) -> tuple[Tensor, Tensor]:
+        """Add the dynamics and (unless ``reward_terms`` is False) reward terms of latents
+        ``source -> z_next [E, N, Z]`` to ``components`` / ``metrics``; returns the predicted
+        next latent ``[E, N, Z]`` and the
         scale ``[Z]`` its errors are measured in."""
         cfg = self.config
         joint = cfg.training == "joint"
@@ -410,7 +417,7 @@ class LatentModel(WorldModel):
             metrics.update({f"nll_member_{i}": float(v) / self.latent_size
                             for i, v in enumerate(nll.detach())})
         metrics.update({f"mse_member_{i}": float(v) for i, v in enumerate(mse_member)})
-        if cfg.learn_reward:
+        if cfg.learn_reward and reward_terms:
             reward_in = z_next if joint else target
             predicted_reward = self._reward_normalized(source, action, reward_in)
             reward_err = (predicted_reward - self.reward_norm.normalize(
