@@ -58,23 +58,31 @@ def collect(seed: int, episodes: int) -> dict[str, np.ndarray]:
     return {k: np.stack(v) for k, v in rows.items()}
 
 
-def fly(agent, seed: int, episodes: int, pixels: bool) -> dict:
-    """Held-out closed-loop flights; per-decision wall time of ``agent.act``."""
+def fly(agent, seed: int, episodes: int, pixels: bool, *, first_seed: int = 50_000,
+        record: dict[str, list] | None = None) -> dict:
+    """Closed-loop flights (held out by default: seeds from 50,000 on, no exploration);
+    per-decision wall time of ``agent.act``. With ``record``, the flights explore (the agent's
+    ``exploration_noise``) and their transitions are appended to it (``obs``, ``next_obs``,
+    ``action``, ``reward`` lists)."""
     from worldflux import envs
 
     options = {"obs_type": "image", "frame_stack": 2} if pixels else {}
-    env = envs.make(ENV, seed=50_000 + 1000 * seed, **options)
+    env = envs.make(ENV, seed=first_seed + 1000 * seed, **options)
     success, contacts, returns, decision_s, final_distance = [], [], [], [], []
     for episode in range(episodes):
-        obs, _ = env.reset(seed=50_000 + 1000 * seed + episode)
+        obs, _ = env.reset(seed=first_seed + 1000 * seed + episode)
         agent.reset()
         done, total, info = False, 0.0, {}
         while not done:
             started = time.perf_counter()
-            action = agent.act(obs, explore=False)
+            action = np.asarray(agent.act(obs, explore=record is not None), np.float32)
             decision_s.append(time.perf_counter() - started)
-            obs, reward, terminated, truncated, info = env.step(np.asarray(action, np.float32))
-            total += reward
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            if record is not None:
+                for key, value in (("obs", obs), ("next_obs", next_obs), ("action", action),
+                                   ("reward", reward)):
+                    record[key].append(np.asarray(value))
+            obs, total = next_obs, total + reward
             done = terminated or truncated
         success.append(bool(info.get("success", False)))
         final_distance.append(float(np.linalg.norm(env.unwrapped.goal - env.unwrapped.position)))
@@ -87,6 +95,37 @@ def fly(agent, seed: int, episodes: int, pixels: bool) -> dict:
             "final_goal_distance_median": float(np.median(final_distance)),
             "final_goal_distances": [round(d, 3) for d in final_distance],
             "episodes": episodes}
+
+
+def online_rounds(agent, seed: int, args, pixels: bool, pool: dict[str, list]) -> list[dict]:
+    """After the fit on scripted flights: ``args.online_rounds`` rounds of
+    ``args.online_episodes`` planned flights (with exploration noise, seeds 30,000 on, never
+    evaluated), each followed by a training round on every transition so far, as an online
+    MBRL loop corrects the model where the planner takes it. The autoencoder keeps its
+    first-stage weights (no further autoencoder stage; the dynamics and reward head go on
+    learning)."""
+
+    agent.config.autoencoder_epochs = 0
+    agent.config.exploration_noise = args.online_noise
+    rounds = []
+    for r in range(args.online_rounds):
+        agent.env_steps = len(pool["action"])  # past the random seed steps: plan and explore
+        started = time.time()
+        flights = fly(agent, seed, args.online_episodes, pixels,
+                      first_seed=30_000 + 100 * r, record=pool)
+        flown = time.time() - started
+        started = time.time()
+        fit = agent.train_model(Transitions(
+            np.stack(pool["obs"]), np.stack(pool["action"]).astype(np.float32),
+            np.asarray(pool["reward"], np.float32), np.stack(pool["next_obs"])))
+        rounds.append({"round": r, "train_flight_success": flights["success_rate"],
+                       "train_flight_return": flights["mean_return"],
+                       "transitions": len(pool["action"]), "flight_s": round(flown, 1),
+                       "fit_s": round(time.time() - started, 1),
+                       "holdout_mse": float(fit.get("model/holdout_mse", float("nan"))),
+                       "reward_mse": float(fit.get("model/reward_mse", float("nan")))})
+        print(seed, "online", json.dumps(rounds[-1]), flush=True)
+    return rounds
 
 
 def run_seed(seed: int, args) -> dict:
@@ -124,6 +163,11 @@ def run_seed(seed: int, args) -> dict:
                                              data["reward"].astype(np.float32), data[next_key]))
         out["fits"][name] = {**{k: float(v) for k, v in fit.items() if "member" not in k},
                              "seconds": round(time.time() - started, 1)}
+        if args.online_rounds:
+            out.setdefault("online", {})[name] = online_rounds(
+                agent, seed, args, name == "pixel", {
+                    "obs": list(data[obs_key]), "next_obs": list(data[next_key]),
+                    "action": list(data["action"]), "reward": list(data["reward"])})
         started = time.time()
         out["flights"][name] = {**fly(agent, seed, args.eval_episodes, name == "pixel"),
                                 "seconds": round(time.time() - started, 1)}
@@ -148,6 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rollout-steps", type=int, default=4)
     parser.add_argument("--frames", type=int, default=2,
                         help="keypoints: encode each of the 2 stacked frames on its own")
+    parser.add_argument("--online-rounds", type=int, default=0,
+                        help="rounds of planned flights + retraining after the scripted data")
+    parser.add_argument("--online-episodes", type=int, default=5, help="flights per round")
+    parser.add_argument("--online-noise", type=float, default=0.3,
+                        help="std of the Gaussian noise on planned actions in online flights")
     parser.add_argument("--agents", nargs="+", default=["pixel", "state"])
     parser.add_argument("--name-suffix", default="")
     parser.add_argument("--merge", nargs="+", metavar="NAME",

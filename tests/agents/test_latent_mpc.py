@@ -103,6 +103,63 @@ def test_window_rows_follow_chains_within_groups():
     assert rows.tolist() == [[0, 1, -1], [1, -1, -1], [2, -1, -1], [3, 4, -1], [4, -1, -1]]
 
 
+def test_chain_split_holds_out_whole_recorded_episodes():
+    from worldflux.agents.mpc import chain_split
+
+    # Five recorded episodes of 3, 4, 5, 6 and 7 transitions (values never repeat across them).
+    obs, next_obs, episode = [], [], []
+    for e, length in enumerate(range(3, 8)):
+        values = 100.0 * e + torch.arange(length + 1, dtype=torch.float32)
+        obs.append(values[:-1, None])
+        next_obs.append(values[1:, None])
+        episode += [e] * length
+    obs, next_obs, episode = torch.cat(obs), torch.cat(next_obs), torch.tensor(episode)
+    for seed in range(5):
+        hold, train = chain_split(obs, next_obs, 6, torch.Generator().manual_seed(seed))
+        assert sorted(hold.tolist() + train.tolist()) == list(range(25))
+        held = set(episode[hold].tolist())
+        # Whole episodes only, and no more than needed to reach 6 rows.
+        assert all((episode[hold] == e).sum() == (episode == e).sum() for e in held)
+        assert hold.numel() >= 6 and hold.numel() - max((episode == e).sum() for e in held) < 6
+        assert not held & set(episode[train].tolist())
+    # One long chain (no episodes to split by): random transitions instead.
+    hold, _ = chain_split(torch.arange(20.0)[:, None], torch.arange(1.0, 21.0)[:, None], 4,
+                          torch.Generator().manual_seed(0))
+    assert hold.numel() == 4
+
+
+def test_latent_evaluation_scores_windows_open_loop():
+    """Held-out windows are scored like ``latent_window_loss`` trains them: from the first
+    latent, fed the model's own predictions; a one-step window is the one-step score."""
+    agent = build_agent("latent-mpc", ObservationSpec((3,)), ActionSpec(1),
+                        device=torch.device("cpu"), seed=0,
+                        overrides={**SMALL, "model.training": "encoded",
+                                   "model.rollout_steps": "2"})
+    model = agent.model
+    g = torch.Generator().manual_seed(0)
+    z, next_z = torch.randn(8, 2, model.latent_size, generator=g), \
+        torch.randn(8, 2, model.latent_size, generator=g)
+    action, reward = torch.randn(8, 2, 1, generator=g), torch.randn(8, 2, generator=g)
+    one = model.latent_evaluation_mse(z[:, 0], action[:, 0], reward[:, 0], next_z[:, 0])
+    mask = torch.tensor([[True, False]] * 8)
+    torch.testing.assert_close(model.latent_evaluation_mse(z, action, reward, next_z, mask), one)
+    # Step 2 by hand: from the predicted (not the recorded) second latent.
+    E = model.config.ensemble_size
+    with torch.no_grad():
+        mean, _ = model._dynamics(z[:, 0].expand(E, -1, -1), action[:, 0].expand(E, -1, -1))
+        first = z[:, 0] + model.delta_norm.denormalize(mean)
+        mean, _ = model._dynamics(first, action[:, 1].expand(E, -1, -1))
+        second = first + model.delta_norm.denormalize(mean)
+        scale = model.delta_norm.std + model.delta_norm.eps
+        err = ((second - next_z[:, 1]) / scale).pow(2).sum(-1)
+        r = model._reward_normalized(first, action[:, 1].expand(E, -1, -1), second)
+        err = err + (r - model.reward_norm.normalize(reward[:, 1].reshape(-1, 1)).reshape(1, -1)
+                     ).pow(2)
+    two = err.mean(1) / (model.latent_size + 1)
+    torch.testing.assert_close(model.latent_evaluation_mse(z, action, reward, next_z),
+                               (one + two) / 2)
+
+
 def _open_loop_error(agent, data, horizon: int) -> float:
     """Mean squared error of ``horizon``-step open-loop predictions of the observation from
     every start of the recorded transitions (one chain)."""

@@ -73,6 +73,36 @@ def window_rows(obs: torch.Tensor, next_obs: torch.Tensor, group: torch.Tensor,
     return torch.stack(rows, 1)
 
 
+def transition_split(obs: torch.Tensor, next_obs: torch.Tensor, n_hold: int,
+                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(held-out rows [n_hold], training rows)``: a random draw of transitions."""
+    perm = torch.randperm(obs.shape[0], generator=generator, device=obs.device)
+    return perm[:n_hold], perm[n_hold:]
+
+
+def chain_split(obs: torch.Tensor, next_obs: torch.Tensor, n_hold: int,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(held-out rows, training rows)``: whole chains of consecutive transitions (rows where
+    one's next observation is the next one's observation: recorded episodes) drawn at random
+    until at least ``n_hold`` rows are held out, each part in recorded order. Falls back to
+    :func:`transition_split` when one chain holds more than half of the rows (no episodes to
+    split by)."""
+    n = obs.shape[0]
+    if n_hold == 0:
+        return transition_split(obs, next_obs, 0, generator)
+    linked = (next_obs[:-1] == obs[1:]).flatten(1).all(1)
+    chain = torch.cat([linked.new_zeros(1, dtype=torch.long), (~linked).long().cumsum(0)])
+    sizes = torch.bincount(chain)
+    if int(sizes.max()) > n // 2:
+        return transition_split(obs, next_obs, n_hold, generator)
+    order = torch.randperm(sizes.numel(), generator=generator, device=obs.device)
+    taken = order[:int(torch.searchsorted(sizes[order].cumsum(0), n_hold)) + 1]
+    held = torch.zeros(sizes.numel(), dtype=torch.bool, device=obs.device)
+    held[taken] = True
+    rows = torch.arange(n, device=obs.device)
+    return rows[held[chain]], rows[~held[chain]]
+
+
 @dataclass
 class MPCAgentConfig:
     """Model-predictive control over a one-step world model (the settings every family shares;
@@ -110,6 +140,11 @@ class MPCAgentConfig:
     """Share of transitions held out to pick the best epoch (mbrl-lib uses 0.05-0.2)."""
     max_holdout: int = 2000
     """Cap on held-out transitions."""
+    holdout: Literal["auto", "transitions", "chains"] = "auto"
+    """What is held out: random ``transitions``, or whole ``chains`` of consecutive ones
+    (recorded episodes), so that a model trained on open-loop windows (latent families with
+    ``rollout_steps > 1``) is scored on held-out windows it never saw any step of; ``auto`` =
+    chains for such models, transitions otherwise."""
     exploration_noise: float = 0.0
     """Std of Gaussian noise added to planned actions while training (0 = none, as in PETS)."""
     lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
@@ -128,6 +163,9 @@ class MPCAgentConfig:
         self.risk.validate()
         if self.num_particles < 1:
             raise ConfigError(f"num_particles: got {self.num_particles}, expected >= 1")
+        if self.holdout not in ("auto", "transitions", "chains"):
+            raise ConfigError(f"holdout: got {self.holdout!r}, expected 'auto', 'transitions' "
+                              "or 'chains'")
         if not 0 < self.holdout_fraction < 1:
             raise ConfigError(f"holdout_fraction: got {self.holdout_fraction}, expected in (0, 1)")
         if not 0 < self.autoencoder_final_lr <= 1:
@@ -291,9 +329,12 @@ class MPCAgent(Agent):
         self.dist.sync_state(self.model, self.optimizer, self.scheduler)
         # Shared by all ranks: the split, the normalisers and each epoch's bootstrap draw.
         g = torch.Generator(device=self.device).manual_seed(round_seed)
-        perm = torch.randperm(n, generator=g, device=self.device)
         n_hold = min(cfg.max_holdout, max(1, int(n * cfg.holdout_fraction))) if n >= 20 else 0
-        hold, train = perm[:n_hold], perm[n_hold:]
+        steps = int(getattr(self.model.config, "rollout_steps", 1)) \
+            if getattr(self.model, "trains_on_latents", False) else 1
+        chains = cfg.holdout == "chains" or (cfg.holdout == "auto" and steps > 1)
+        hold, train = (chain_split if chains else transition_split)(obs, next_obs, n_hold, g)
+        n_hold = hold.numel()
         self.model.fit_normalizers(obs[train], action[train], reward[train], next_obs[train])
         ae_metrics = self._fit_autoencoder(torch.cat([obs[train], next_obs[train]]), g)
         if ae_metrics:  # the latent statistics of the trained encoder
@@ -301,7 +342,6 @@ class MPCAgent(Agent):
         evaluation_mse = self.model.evaluation_mse
         windows = None
         if getattr(self.model, "trains_on_latents", False):
-            steps = int(getattr(self.model.config, "rollout_steps", 1))
             if steps > 1:
                 in_train = torch.zeros(n, dtype=torch.bool, device=self.device)
                 in_train[train] = True
@@ -362,7 +402,13 @@ class MPCAgent(Agent):
             epochs = epoch + 1
             if n_hold == 0:
                 continue
-            mse = evaluation_mse(obs[hold], action[hold], reward[hold], next_obs[hold])
+            if windows is None:
+                mse = evaluation_mse(obs[hold], action[hold], reward[hold], next_obs[hold])
+            else:  # held-out windows, open loop (they stay inside the held-out rows)
+                rows = windows[hold]
+                mask = rows >= 0
+                rows = torch.where(mask, rows, hold.unsqueeze(-1))
+                mse = evaluation_mse(obs[rows], action[rows], reward[rows], next_obs[rows], mask)
             # Averaged over ranks so every rank takes the same early-stopping decision.
             score_now = float(self.dist.all_reduce(mse.mean().reshape(1), "mean").item())
             if best_state is None or score_now < best_score * (1 - 1e-4):

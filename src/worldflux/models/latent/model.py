@@ -456,24 +456,39 @@ class LatentModel(WorldModel):
 
     @torch.no_grad()
     def latent_evaluation_mse(self, z: Tensor, action: Tensor, reward: Tensor,
-                              next_z: Tensor) -> Tensor:
-        """Per-member held-out error ``[E]`` on latents ``z, next_z [N, Z]``: the squared error
-        of the predicted next latent in latent-change standard deviations, averaged over its
-        features together with the standardised reward error as one more feature."""
-        E = self.config.ensemble_size
+                              next_z: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Per-member held-out error ``[E]`` on latents: the squared error of the predicted next
+        latent in latent-change standard deviations, averaged over its features together with
+        the standardised reward error as one more feature.
+
+        Args:
+            z, next_z: ``[N, Z]`` transitions, or ``[N, k, Z]`` windows of ``k`` consecutive
+                ones; a window is predicted open loop from ``z[:, 0]`` (as
+                :meth:`latent_window_loss` trains it) and scored by its mean over valid steps.
+            action: ``[N, A]`` or ``[N, k, A]``; reward: ``[N]`` or ``[N, k]``.
+            mask: ``[N, k]`` bool, the valid steps of each window (a prefix); None = all.
+        """
+        if z.dim() == 2:
+            z, action, reward, next_z = (t.unsqueeze(1) for t in (z, action, reward, next_z))
+        E, (N, k) = self.config.ensemble_size, z.shape[:2]
+        weight = (torch.ones(N, k, device=z.device) if mask is None else mask.float())
         action = action.float()
-        mean, _ = self._dynamics(z.expand(E, -1, -1), action.expand(E, -1, -1))
-        predicted = z + self.delta_norm.denormalize(mean)  # [E, N, Z]
         scale = self.delta_norm.std + self.delta_norm.eps
-        err = ((predicted - next_z) / scale).pow(2).sum(-1)  # [E, N]
-        features = self.latent_size
-        if self.config.learn_reward:
-            predicted_reward = self._reward_normalized(z.expand(E, -1, -1),
-                                                       action.expand(E, -1, -1), predicted)
-            target = self.reward_norm.normalize(reward.float().reshape(-1, 1)).reshape(1, -1)
-            err = err + (predicted_reward - target).pow(2)
-            features += 1
-        return err.mean(1) / features
+        state = z[:, 0].expand(E, -1, -1)
+        err = z.new_zeros(E, N)
+        for j in range(k):
+            mean, _ = self._dynamics(state, action[:, j].expand(E, -1, -1))
+            predicted = state + self.delta_norm.denormalize(mean)  # [E, N, Z]
+            step = ((predicted - next_z[:, j]) / scale).pow(2).sum(-1)  # [E, N]
+            if self.config.learn_reward:
+                predicted_reward = self._reward_normalized(state, action[:, j].expand(E, -1, -1),
+                                                           predicted)
+                target = self.reward_norm.normalize(reward[:, j].float().reshape(-1, 1))
+                step = step + (predicted_reward - target.reshape(1, -1)).pow(2)
+            err = err + step * weight[:, j]
+            state = predicted
+        features = self.latent_size + int(self.config.learn_reward)
+        return (err / weight.sum(1)).mean(1) / features
 
     @torch.no_grad()
     def particle_returns(self, obs: Tensor, action_sequences: Tensor, num_particles: int, *,
