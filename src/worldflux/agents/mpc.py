@@ -140,11 +140,13 @@ class MPCAgentConfig:
     """Share of transitions held out to pick the best epoch (mbrl-lib uses 0.05-0.2)."""
     max_holdout: int = 2000
     """Cap on held-out transitions."""
-    holdout: Literal["auto", "transitions", "chains"] = "auto"
+    holdout: Literal["transitions", "chains"] = "transitions"
     """What is held out: random ``transitions``, or whole ``chains`` of consecutive ones
-    (recorded episodes), so that a model trained on open-loop windows (latent families with
-    ``rollout_steps > 1``) is scored on held-out windows it never saw any step of; ``auto`` =
-    chains for such models, transitions otherwise."""
+    (recorded episodes). With chains, a model trained on open-loop windows (latent families
+    with ``rollout_steps > 1``) is scored on held-out windows, open loop, of flights it never
+    saw any step of. Not the default: on Nav3D's state latents (``nav3d_latent``, seed 0, 40
+    flights) chains held out 4 whole flights and the latent model's open-loop horizon under
+    10% error fell from 16 to 12 steps."""
     exploration_noise: float = 0.0
     """Std of Gaussian noise added to planned actions while training (0 = none, as in PETS)."""
     lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
@@ -163,9 +165,9 @@ class MPCAgentConfig:
         self.risk.validate()
         if self.num_particles < 1:
             raise ConfigError(f"num_particles: got {self.num_particles}, expected >= 1")
-        if self.holdout not in ("auto", "transitions", "chains"):
-            raise ConfigError(f"holdout: got {self.holdout!r}, expected 'auto', 'transitions' "
-                              "or 'chains'")
+        if self.holdout not in ("transitions", "chains"):
+            raise ConfigError(f"holdout: got {self.holdout!r}, expected 'transitions' or "
+                              "'chains'")
         if not 0 < self.holdout_fraction < 1:
             raise ConfigError(f"holdout_fraction: got {self.holdout_fraction}, expected in (0, 1)")
         if not 0 < self.autoencoder_final_lr <= 1:
@@ -332,8 +334,8 @@ class MPCAgent(Agent):
         n_hold = min(cfg.max_holdout, max(1, int(n * cfg.holdout_fraction))) if n >= 20 else 0
         steps = int(getattr(self.model.config, "rollout_steps", 1)) \
             if getattr(self.model, "trains_on_latents", False) else 1
-        chains = cfg.holdout == "chains" or (cfg.holdout == "auto" and steps > 1)
-        hold, train = (chain_split if chains else transition_split)(obs, next_obs, n_hold, g)
+        split = chain_split if cfg.holdout == "chains" else transition_split
+        hold, train = split(obs, next_obs, n_hold, g)
         n_hold = hold.numel()
         self.model.fit_normalizers(obs[train], action[train], reward[train], next_obs[train])
         ae_metrics = self._fit_autoencoder(torch.cat([obs[train], next_obs[train]]), g)
