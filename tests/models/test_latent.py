@@ -433,3 +433,45 @@ def test_window_loss_of_a_potential_head_fits_cumulative_rewards():
         before = model.latent_window_loss(*windows, mask).loss
         after = model.latent_window_loss(windows[0], windows[1], changed, windows[3], mask).loss
     torch.testing.assert_close(after, before)
+
+
+def test_huber_reward_error_hand_values_and_validation():
+    model = _build("latent-mlp", latent_size=8, reward_huber_delta=0.5)
+    err = model._reward_error(torch.tensor([0.1, -3.0]), torch.zeros(2))
+    # Squared below the threshold, linear above: 2 * 0.5 * (3 - 0.25).
+    torch.testing.assert_close(err, torch.tensor([0.01, 2.75]))
+    with pytest.raises(ConfigError, match="reward_huber_delta"):
+        _build("latent-mlp", latent_size=8, reward_huber_delta=0.0)
+
+
+def test_huber_reward_head_keeps_the_dense_reward_under_rare_large_bonuses():
+    """A progress reward plus a rare +10 bonus near the goal (the origin), as on Nav3D: with
+    squared errors the bonus rows dominate the head's fit; Huber errors fit the dense progress
+    far better on the other rows."""
+    obs, action, _, next_obs = _transitions(2048, seed=0)
+    p, next_p = obs @ torch.linalg.pinv(MIX).T, next_obs @ torch.linalg.pinv(MIX).T
+    progress = p.norm(dim=-1) - next_p.norm(dim=-1)
+    bonus = next_p.norm(dim=-1) < 0.12  # about 2% of the rows
+    reward = progress + 10.0 * bonus
+    errors = {}
+    for delta in (None, 0.3):
+        model = _build("latent-mlp", latent_size=8, reward_huber_delta=delta)
+        model.fit_normalizers(obs, action, reward, next_obs)
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(300):
+            idx = torch.randint(2048, (1, 128), generator=g)
+            out = model.transition_loss(obs[idx], action[idx], reward[idx], next_obs[idx])
+            optimizer.zero_grad()
+            out.loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            test_obs, test_action, _, test_next = _transitions(1024, seed=5)
+            tp = test_next @ torch.linalg.pinv(MIX).T
+            keep = tp.norm(dim=-1) >= 0.12
+            truth = (test_obs @ torch.linalg.pinv(MIX).T).norm(dim=-1) - tp.norm(dim=-1)
+            predicted = model.eval()._reward(model.encode_latent(test_obs), test_action,
+                                             model.encode_latent(test_next))
+            errors[delta] = float((predicted - truth)[keep].pow(2).mean() / truth[keep].var())
+    assert errors[0.3] < 0.5 * errors[None], errors
+    assert errors[0.3] < 0.5, errors

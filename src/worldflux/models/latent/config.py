@@ -99,6 +99,15 @@ class LatentConfig:
     through a frozen decoder: it trains the dynamics only); 0 leaves it out."""
     reward_scale: float = 1.0
     """Weight of the reward term (squared error of the normalised reward)."""
+    reward_huber_delta: float | None = None
+    """None: the reward terms are squared errors of the standardised reward. A number: Huber
+    errors with this threshold (in reward standard deviations), so that rare large rewards
+    (a goal bonus, collision penalties) pull on the head linearly instead of quadratically.
+    Measured on Nav3D pixel latents (seed 0, 100 scripted flights): with squared errors the
+    bonus steps dominate the fit and the head's prediction of the dense progress reward on
+    held-out flights correlates 0.12-0.22 with the truth (and predicts spurious bonuses the
+    planner then seeks); Huber 0.3 gives 0.85 and no spurious bonus (it under-predicts the
+    real one instead). Held-out early stopping scores the reward with the same error."""
     latent_momentum: float = 0.02
     """Momentum of the running latent and latent-change statistics that normalise the dynamics'
     inputs and outputs (set exactly by ``fit_normalizers``). Larger values follow a fast-moving
@@ -149,6 +158,9 @@ class LatentConfig:
         if self.reward_head not in ("mlp", "potential"):
             raise ConfigError(f"reward_head: got {self.reward_head!r}, expected 'mlp' or "
                               "'potential'")
+        if self.reward_huber_delta is not None and not self.reward_huber_delta > 0:
+            raise ConfigError(f"reward_huber_delta: got {self.reward_huber_delta}, expected > 0 "
+                              "or None")
         if self.foreground_weight < 0:
             raise ConfigError(f"foreground_weight: got {self.foreground_weight}, expected >= 0")
         if self.training not in ("joint", "two_stage", "encoded"):

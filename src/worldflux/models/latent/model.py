@@ -370,7 +370,7 @@ class LatentModel(WorldModel):
             predicted = phi_next - phi + psi  # [E, N, k]
         else:
             predicted = self._head(normed, action, next_normed)  # [E, N, k]
-        one_step = ((predicted - target).pow(2) * weight).sum() / weight.sum()
+        one_step = (self._reward_error(predicted, target) * weight).sum() / weight.sum()
         components["reward"] = cfg.reward_scale * one_step
         metrics["reward_mse"] = float(one_step.detach())
         if not potential:
@@ -378,7 +378,8 @@ class LatentModel(WorldModel):
         cumulative = phi_next - phi[:, :, :1] + (psi * weight).cumsum(-1)
         cum_target = (target * weight).cumsum(-1)
         later = weight[:, :, 1:]
-        err = ((cumulative - cum_target)[:, :, 1:].pow(2) * later).sum() / later.sum().clamp_min(1)
+        err = (self._reward_error(cumulative, cum_target)[:, :, 1:] * later).sum() \
+            / later.sum().clamp_min(1)
         components["reward_sum"] = cfg.reward_scale * err
         metrics["reward_sum_mse"] = float(err.detach())
 
@@ -420,8 +421,8 @@ class LatentModel(WorldModel):
         if cfg.learn_reward and reward_terms:
             reward_in = z_next if joint else target
             predicted_reward = self._reward_normalized(source, action, reward_in)
-            reward_err = (predicted_reward - self.reward_norm.normalize(
-                reward.float().unsqueeze(-1)).squeeze(-1)).pow(2).mean()
+            reward_err = self._reward_error(predicted_reward, self.reward_norm.normalize(
+                reward.float().unsqueeze(-1)).squeeze(-1)).mean()
             components["reward"] = cfg.reward_scale * reward_err
             metrics["reward_mse"] = float(reward_err.detach())
         return predicted, loss_scale
@@ -450,7 +451,7 @@ class LatentModel(WorldModel):
             predicted = self._reward_normalized(z.expand(E, -1, -1), action.expand(E, -1, -1),
                                                 next_z)
             target = self.reward_norm.normalize(reward.float().reshape(-1, 1)).reshape(1, -1)
-            err = err + (predicted - target).pow(2)
+            err = err + self._reward_error(predicted, target)
             features += 1
         return err.mean(1) / features
 
@@ -484,7 +485,7 @@ class LatentModel(WorldModel):
                 predicted_reward = self._reward_normalized(state, action[:, j].expand(E, -1, -1),
                                                            predicted)
                 target = self.reward_norm.normalize(reward[:, j].float().reshape(-1, 1))
-                step = step + (predicted_reward - target.reshape(1, -1)).pow(2)
+                step = step + self._reward_error(predicted_reward, target.reshape(1, -1))
             err = err + step * weight[:, j]
             state = predicted
         features = self.latent_size + int(self.config.learn_reward)
@@ -808,6 +809,16 @@ class LatentModel(WorldModel):
                     - run(self.potential, w_potential, normed)
                     + run(self.reward_head, w_head, torch.cat([action, normed_next], -1)))
         return run(self.reward_head, weights, torch.cat([normed, action, normed_next], -1))
+
+    def _reward_error(self, predicted: Tensor, target: Tensor) -> Tensor:
+        """Elementwise error of standardised rewards: squared, or Huber with
+        ``reward_huber_delta`` (scaled by ``2 / delta`` so that small errors count as squared
+        errors in both)."""
+        delta = self.config.reward_huber_delta
+        if delta is None:
+            return (predicted - target).pow(2)
+        return F.huber_loss(predicted, target.expand_as(predicted), reduction="none",
+                            delta=delta) * 2
 
     def _reward(self, z: Tensor, action: Tensor, next_z: Tensor) -> Tensor:
         normalized = self._reward_normalized(z, action, next_z)
