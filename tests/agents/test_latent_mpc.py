@@ -191,3 +191,33 @@ def test_encoded_training_over_windows_fits_open_loop_predictions():
     no_change = float(((next_obs[5:] - obs[:-5]) ** 2).mean())
     error = _open_loop_error(agent, test, 6)
     assert error < 0.3 * no_change, (error, no_change)
+
+
+def test_frozen_encoder_latents_are_kept_across_rounds_and_only_new_rows_encoded():
+    agent = build_agent("latent-mpc", ObservationSpec((3,)), ActionSpec(1),
+                        device=torch.device("cpu"), seed=0,
+                        overrides={**SMALL, "model.training": "encoded"})
+    data = _pendulum(300, seed=0)
+    obs, _, _, next_obs = (torch.as_tensor(x) for x in data.data)
+    model = agent.model.eval()
+    model.fit_normalizers(*(torch.as_tensor(x) for x in data.data))
+    encoded_rows = []
+    original = model.encode_latent
+
+    def counting(x):
+        encoded_rows.append(x.shape[0])
+        return original(x)
+
+    model.encode_latent = counting
+    with torch.no_grad():
+        agent._encode_rows(obs[:200], next_obs[:200])
+        z, next_z = agent._encode_rows(obs, next_obs)  # 100 rows appended
+    assert encoded_rows == [200, 200, 100, 100]
+    torch.testing.assert_close(z, original(obs))
+    torch.testing.assert_close(next_z, original(next_obs))
+    # A changed encoder (or changed leading rows) encodes everything again.
+    with torch.no_grad():
+        next(model.encoder.parameters()).add_(0.01)
+        agent._encode_rows(obs, next_obs)
+        agent._encode_rows(obs.flip(0), next_obs.flip(0))
+    assert encoded_rows[4:] == [300, 300, 300, 300]

@@ -198,6 +198,17 @@ class LatentModel(WorldModel):
         return torch.cat([self.posterior(self.obs_input(part))[0]
                           for part in obs.split(CHUNK)])
 
+    def encoding_fingerprint(self) -> Tensor:
+        """Everything :meth:`encode_latent` depends on, flattened into one vector ``[P]`` (the
+        encoder's parameters and buffers, the observation statistics of state inputs, and the
+        train/eval mode): equal fingerprints give equal latents, so encoded rows can be kept."""
+        parts = [t.detach().reshape(-1).float() for t in
+                 (*self.encoder.parameters(), *self.encoder.buffers())]
+        if not self.image:
+            parts += [self.obs_norm.mean.reshape(-1), self.obs_norm.std.reshape(-1)]
+        parts.append(torch.tensor([float(self.training)], device=parts[0].device))
+        return torch.cat(parts).clone()
+
     def decode_latent(self, z: Tensor) -> Tensor:
         """Latents ``[N, Z]`` -> observations ``[N, *obs]`` in observation units."""
         if torch.is_grad_enabled() or z.shape[0] <= CHUNK:
