@@ -47,8 +47,14 @@ from worldflux.core.errors import ConfigError, DataError
 from worldflux.core.spec import ActionSpec, ObservationSpec
 from worldflux.data.tensors import to_torch
 from worldflux.models.dreamerv3 import DreamerV3Config, DreamerV3Model
-from worldflux.models.dreamerv3.networks import MLP, _linear, sample_one_hot, unimix_logits
-from worldflux.nn.twohot import soft_ce, two_hot_inv
+from worldflux.models.dreamerv3.networks import (
+    MLP,
+    _linear,
+    log_softmax,
+    sample_one_hot,
+    unimix_probs,
+)
+from worldflux.nn.twohot import soft_ce, two_hot_ce, two_hot_inv
 
 logger = logging.getLogger(__name__)
 
@@ -224,8 +230,9 @@ def critic_loss(logits: Tensor, target: Tensor, slow_value: Tensor, weight: Tens
     ``VFunction.loss``): the two-hot cross-entropy of ``logits [H, N, bins]`` against
     ``sg(target)`` (the lambda-returns) plus ``slow_reg`` (paper: 1) times the cross-entropy
     against ``sg(slow_value)`` (the slow critic's mean), each state weighted by ``weight``."""
-    loss = (soft_ce(logits, target.detach(), -bin_range, bin_range)
-            + slow_reg * soft_ce(logits, slow_value.detach(), -bin_range, bin_range))
+    log_probs = F.log_softmax(logits, -1)  # once for both cross-entropies
+    loss = (two_hot_ce(log_probs, target.detach(), -bin_range, bin_range)
+            + slow_reg * two_hot_ce(log_probs, slow_value.detach(), -bin_range, bin_range))
     return (loss * weight.detach()).mean()
 
 
@@ -278,7 +285,8 @@ class Actor(nn.Module):
         """Distribution parameters: ``logits`` (discrete) or ``mean``/``std`` (continuous)."""
         x = self.out(self.mlp(feat)).float()
         if self.discrete:
-            return {"logits": unimix_logits(x, self.unimix)}
+            probs = unimix_probs(x, self.unimix)
+            return {"logits": torch.log(probs) if self.unimix > 0 else x, "probs": probs}
         mean, std = x.chunk(2, -1)
         std = (self.max_std - self.min_std) * torch.sigmoid(std + 2.0) + self.min_std
         return {"mean": torch.tanh(mean), "std": std}
@@ -287,7 +295,8 @@ class Actor(nn.Module):
                generator: torch.Generator | None = None) -> Tensor:
         """One action ``[..., A]`` (one-hot for discrete; no gradient unless reparameterised)."""
         if self.discrete:
-            return sample_one_hot(F.softmax(dist["logits"].detach(), -1), generator).float()
+            probs = dist["probs"] if "probs" in dist else F.softmax(dist["logits"], -1)
+            return sample_one_hot(probs.detach(), generator).float()
         noise = torch.randn(dist["mean"].shape, generator=generator, device=dist["mean"].device)
         action = dist["mean"] + dist["std"] * noise
         return action if reparameterise else action.detach()
@@ -300,12 +309,12 @@ class Actor(nn.Module):
     def log_prob(self, dist: dict[str, Tensor], action: Tensor) -> Tensor:
         """Log-probability ``[...]`` of ``action [..., A]``."""
         if self.discrete:
-            return (F.log_softmax(dist["logits"], -1) * action).sum(-1)
+            return (log_softmax(dist["logits"]) * action).sum(-1)
         return torch.distributions.Normal(dist["mean"], dist["std"]).log_prob(action).sum(-1)
 
     def entropy(self, dist: dict[str, Tensor]) -> Tensor:
         if self.discrete:
-            log_p = F.log_softmax(dist["logits"], -1)
+            log_p = log_softmax(dist["logits"])
             return -(log_p.exp() * log_p).sum(-1)
         return torch.distributions.Normal(dist["mean"], dist["std"]).entropy().sum(-1)
 
@@ -462,17 +471,23 @@ class DreamerV3Agent(Agent):
     def imagine(self, deter: Tensor, stoch: Tensor) -> dict[str, Tensor]:
         """Roll the actor out ``imag_horizon`` steps through the prior from ``deter [N, D]``,
         ``stoch [N, S * K]``: ``feat [H + 1, N, F]``, ``action [H, N, A]`` (taken in states
-        ``0..H-1``) and the actor's distributions there (gradients reach actions only when the
-        actor is reparameterised)."""
-        feats, actions = [self.model.feat(deter, stoch)], []
+        ``0..H-1``) and the actor's distributions there, ``dist`` (each ``[H, N, ...]``, with
+        gradients towards the actor's parameters; gradients reach actions only when the actor is
+        reparameterised)."""
+        feats, actions, dists = [self.model.feat(deter, stoch)], [], []
         reparam = self.actor_grad == "backprop"
         for _ in range(self.config.imag_horizon):
             dist = self.actor(feats[-1].detach())
             action = self.actor.sample(dist, reparameterise=reparam)
-            deter, _, stoch = self.model.img_step(deter, stoch, action)
+            # REINFORCE needs no gradient through the dynamics: the prior steps run without
+            # building a graph (the same values).
+            with torch.set_grad_enabled(reparam and torch.is_grad_enabled()):
+                deter, _, stoch = self.model.img_step(deter, stoch, action)
             feats.append(self.model.feat(deter, stoch))
             actions.append(action)
-        return {"feat": torch.stack(feats, 0), "action": torch.stack(actions, 0)}
+            dists.append(dist)
+        return {"feat": torch.stack(feats, 0), "action": torch.stack(actions, 0),
+                "dist": {key: torch.stack([d[key] for d in dists], 0) for key in dists[0]}}
 
     def actor_critic_losses(self, starts: dict[str, Tensor]) -> tuple[Tensor, Tensor,
                                                                       dict[str, float]]:
@@ -481,21 +496,29 @@ class DreamerV3Agent(Agent):
         the losses leave no gradient on them. Updates the return normaliser."""
         cfg = self.config
         gamma = cfg.gamma
+        reinforce = self.actor_grad == "reinforce"
+        critic_logits = None
         with frozen(self.model):
             traj = self.imagine(starts["deter"].detach(), starts["stoch"].detach())
             feat = traj["feat"]
             reward = self.model.reward(feat[1:])
             cont = torch.cat([starts["cont"][None].float(),
                               (self.model.cont_logit(feat[1:]) > 0).float()], 0)
-            with frozen(self.critic):
-                value = self.critic.value(feat)
+            if reinforce:
+                # No gradient flows through the values: one critic pass (on sg(feat)) gives
+                # both the values of the returns and the logits of the critic loss.
+                critic_logits = self.critic(feat.detach())
+                value = two_hot_inv(critic_logits.detach(), -self.critic.bin_range,
+                                    self.critic.bin_range)
+            else:
+                with frozen(self.critic):
+                    value = self.critic.value(feat)
             discount, weight = imagination_weights(cont, gamma)
             ret = lambda_returns(reward, value, discount, cfg.return_lambda)
             self.retnorm.update(ret)
             scale = self.retnorm.scale()
-            dist = self.actor(feat[:-1].detach())
+            dist = traj["dist"]  # the actor on sg(feat[:-1]), as computed while imagining
             entropy = self.actor.entropy(dist)
-            reinforce = self.actor_grad == "reinforce"
             log_prob = (self.actor.log_prob(dist, traj["action"].detach()) if reinforce
                         else torch.zeros_like(entropy))
             a_loss = actor_loss(log_prob, entropy, ret, value[:-1], scale, weight[:-1],
@@ -503,7 +526,8 @@ class DreamerV3Agent(Agent):
         feat_sg = feat[:-1].detach()
         with torch.no_grad():
             slow = self.slow_critic.value(feat_sg)
-        c_loss = critic_loss(self.critic(feat_sg), ret, slow, weight[:-1], cfg.slow_critic_reg,
+        logits = critic_logits[:-1] if critic_logits is not None else self.critic(feat_sg)
+        c_loss = critic_loss(logits, ret, slow, weight[:-1], cfg.slow_critic_reg,
                              cfg.model.bin_range)
         metrics = {"actor_loss": float(a_loss.detach()),
                    "critic_loss": float(c_loss.detach()),

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["bin_centres", "soft_ce", "symexp", "symlog", "two_hot", "two_hot_inv"]
+__all__ = ["bin_centres", "soft_ce", "symexp", "symlog", "two_hot", "two_hot_ce", "two_hot_inv"]
 
 
 def symlog(x: Tensor) -> Tensor:
@@ -62,5 +62,29 @@ def two_hot_inv(logits: Tensor, vmin: float, vmax: float) -> Tensor:
 
 def soft_ce(logits: Tensor, target: Tensor, vmin: float, vmax: float) -> Tensor:
     """Cross-entropy of logits ``[..., num_bins]`` against ``two_hot(target [...])`` -> ``[...]``."""
-    soft = two_hot(target, logits.shape[-1], vmin, vmax)
-    return -(soft * F.log_softmax(logits, -1)).sum(-1)
+    return two_hot_ce(F.log_softmax(logits, -1), target, vmin, vmax)
+
+
+def two_hot_ce(log_probs: Tensor, target: Tensor, vmin: float, vmax: float) -> Tensor:
+    """``-(two_hot(target) * log_probs).sum(-1)`` for log-probabilities ``[..., num_bins]``.
+
+    Reads only the two bins the target falls between (the others weigh 0) instead of building
+    the ``[..., num_bins]`` two-hot tensor; the same value.
+    """
+    low, high, frac = _two_hot_parts(target, log_probs.shape[-1], vmin, vmax)
+    at_low = log_probs.gather(-1, low.unsqueeze(-1)).squeeze(-1)
+    at_high = log_probs.gather(-1, high.unsqueeze(-1)).squeeze(-1)
+    return -((1 - frac) * at_low + frac * at_high)
+
+
+def _two_hot_parts(x: Tensor, num_bins: int, vmin: float, vmax: float
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """The bins ``low``, ``high`` (long) and the weight ``frac`` of ``high`` (see :func:`two_hot`)."""
+    if num_bins < 2:
+        raise ValueError(f"num_bins: got {num_bins}, expected >= 2")
+    width = (vmax - vmin) / (num_bins - 1)
+    position = (symlog(x).clamp(vmin, vmax) - vmin) / width
+    low = torch.floor(position).clamp(0, num_bins - 1)
+    frac = position - low
+    low = low.long()
+    return low, (low + 1).clamp(max=num_bins - 1), frac

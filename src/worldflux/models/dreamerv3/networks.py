@@ -17,10 +17,35 @@ from worldflux.nn.twohot import symlog
 
 __all__ = [
     "BlockLinear", "ConvDecoder", "ConvEncoder", "MLP", "RSSMCore", "VectorDecoder",
-    "VectorEncoder", "categorical_kl", "free_bits", "sample_one_hot", "straight_through_sample",
-    "trunc_normal_in_",
-    "unimix_logits",
+    "VectorEncoder", "categorical_kl", "free_bits", "log_softmax", "sample_one_hot", "softmax",
+    "straight_through", "straight_through_sample", "trunc_normal_in_", "unimix_logits",
+    "unimix_probs",
 ]
+
+_SMALL = 16
+"""Below this many classes :func:`softmax` and :func:`log_softmax` reduce over a transposed view:
+PyTorch's CPU kernels for a softmax over a short last dimension are 10-20x slower (per row
+overhead) than over a non-last one, for the same values (they differ by rounding only)."""
+
+
+def softmax(x: Tensor) -> Tensor:
+    """``F.softmax(x, -1)``, fast for few classes (the 4-32 classes of the latents, actions)."""
+    if x.dim() >= 2 and x.shape[-1] < _SMALL:
+        return F.softmax(x.transpose(-1, -2), -2).transpose(-1, -2)
+    return F.softmax(x, -1)
+
+
+def log_softmax(x: Tensor) -> Tensor:
+    """``F.log_softmax(x, -1)``, fast for few classes (see :func:`softmax`)."""
+    if x.dim() >= 2 and x.shape[-1] < _SMALL:
+        return F.log_softmax(x.transpose(-1, -2), -2).transpose(-1, -2)
+    return F.log_softmax(x, -1)
+
+
+def _tanh(x: Tensor) -> Tensor:
+    """``tanh(x)`` as ``2 sigmoid(2x) - 1`` (equal up to rounding, ~2e-7 absolute): this CPU build's
+    ``torch.tanh`` is about 10x slower than ``torch.sigmoid`` on large tensors."""
+    return 2.0 * torch.sigmoid(2.0 * x) - 1.0
 
 
 def trunc_normal_in_(weight: Tensor, fan_in: int, scale: float = 1.0) -> Tensor:
@@ -77,9 +102,10 @@ class BlockLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         G = self.blocks
-        x = x.reshape(*x.shape[:-1], G, -1)
-        out = torch.einsum("...gi,gio->...go", x, self.weight)
-        return out.reshape(*out.shape[:-2], -1) + self.bias
+        lead = x.shape[:-1]
+        x = x.reshape(-1, G, x.shape[-1] // G).transpose(0, 1)           # [G, N, I]
+        out = torch.baddbmm(self.bias.reshape(G, 1, -1), x, self.weight)  # [G, N, O]
+        return out.transpose(0, 1).reshape(*lead, -1)
 
 
 class RSSMCore(nn.Module):
@@ -109,16 +135,30 @@ class RSSMCore(nn.Module):
 
     def forward(self, deter: Tensor, stoch: Tensor, action: Tensor) -> Tensor:
         G = self.blocks
-        x = torch.cat([self.in_deter(deter), self.in_stoch(stoch), self.in_action(action)], -1)
-        x = x.unsqueeze(-2).expand(*x.shape[:-1], G, x.shape[-1])
-        x = torch.cat([deter.reshape(*deter.shape[:-1], G, -1), x], -1).flatten(-2)
-        x = self.gates(self.hidden_layers(x))
-        x = x.reshape(*x.shape[:-1], G, 3, -1)  # per block: reset, candidate, update
+        lead = deter.shape[:-1]
+        deter2 = deter.reshape(-1, deter.shape[-1])
+        x = torch.cat([self.in_deter(deter2), self.in_stoch(stoch.reshape(-1, stoch.shape[-1])),
+                       self.in_action(action.reshape(-1, action.shape[-1]))], -1)  # [N, 3H]
+        first = self.hidden_layers[0] if len(self.hidden_layers) else self.gates
+        # The first block-linear layer reads ``concat(deter_g, x)`` in every block g. Rather than
+        # copying x into each block, split its weights: block g's own rows of ``deter`` (a
+        # block-diagonal product) plus x times the other rows of every block (one dense product;
+        # the same multiply-adds, summed in a different order).
+        d = deter.shape[-1] // G
+        w = first.weight                                                  # [G, d + 3H, O]
+        w_x = w[:, d:].transpose(0, 1).reshape(x.shape[-1], -1)           # [3H, G * O]
+        out = torch.addmm(first.bias, x, w_x).reshape(-1, G, w.shape[-1]).transpose(0, 1)
+        out = torch.baddbmm(out, deter2.reshape(-1, G, d).transpose(0, 1), w[:, :d])
+        x = out.transpose(0, 1).reshape(deter2.shape[0], -1)             # [N, G * O]
+        if len(self.hidden_layers):
+            x = self.gates(self.hidden_layers[1:](x))
+        x = x.reshape(-1, G, 3, d)  # per block: reset, candidate, update
         reset, cand, update = x.unbind(-2)
-        reset = torch.sigmoid(reset.flatten(-2))
-        cand = torch.tanh(reset * cand.flatten(-2))
-        update = torch.sigmoid(update.flatten(-2) - 1)
-        return update * cand + (1 - update) * deter
+        reset = torch.sigmoid(reset.reshape(-1, G * d))
+        cand = _tanh(reset * cand.reshape(-1, G * d))
+        update = torch.sigmoid(update.reshape(-1, G * d) - 1)
+        out = update * cand + (1 - update) * deter2
+        return out.reshape(*lead, -1)
 
 
 def unimix_logits(logits: Tensor, unimix: float) -> Tensor:
@@ -129,9 +169,16 @@ def unimix_logits(logits: Tensor, unimix: float) -> Tensor:
     """
     if unimix <= 0:
         return logits
-    probs = F.softmax(logits, -1)
-    probs = (1 - unimix) * probs + unimix / logits.shape[-1]
-    return torch.log(probs)
+    return torch.log(unimix_probs(logits, unimix))
+
+
+def unimix_probs(logits: Tensor, mix: float) -> Tensor:
+    """The probabilities ``(1 - mix) * softmax(logits) + mix / K`` ``[..., K]`` whose log
+    :func:`unimix_logits` returns (``softmax`` of those logits gives them back up to rounding)."""
+    probs = softmax(logits)
+    if mix <= 0:
+        return probs
+    return (1 - mix) * probs + mix / logits.shape[-1]
 
 
 def straight_through_sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -140,8 +187,14 @@ def straight_through_sample(logits: Tensor, generator: torch.Generator | None = 
     ``sample + probs - sg(probs)``: the forward value is the one-hot sample, the gradient that of
     the probabilities (paper, following DreamerV2).
     """
-    probs = F.softmax(logits, -1)
+    return straight_through(softmax(logits), generator)
+
+
+def straight_through(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """:func:`straight_through_sample` from the probabilities ``[..., K]`` (differentiable)."""
     one_hot = sample_one_hot(probs.detach(), generator)
+    if not probs.requires_grad:
+        return one_hot
     return one_hot + probs - probs.detach()
 
 
@@ -160,8 +213,8 @@ def sample_one_hot(probs: Tensor, generator: torch.Generator | None = None) -> T
 
 def categorical_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
     """``KL(p || q)`` of independent categoricals ``[..., S, K]`` summed over ``S`` -> ``[...]``."""
-    log_p = F.log_softmax(logits_p, -1)
-    log_q = F.log_softmax(logits_q, -1)
+    log_p = log_softmax(logits_p)
+    log_q = log_softmax(logits_q)
     return (log_p.exp() * (log_p - log_q)).sum((-2, -1))
 
 
