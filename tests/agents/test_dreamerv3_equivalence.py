@@ -82,4 +82,8 @@ def test_train_step_matches_the_recorded_values_of_the_previous_implementation(c
         got["param_abs_sum/slow_critic"] = float(sum(p.detach().double().abs().sum()
                                                      for p in agent.slow_critic.parameters()))
         for key, value in expected.items():
-            assert got[key] == pytest.approx(value, rel=1e-3, abs=1e-7), (step, key)
+            # The reparameterised actor's gradient runs back through 15 imagined steps whose
+            # returns are still near 0 (1e-4): rounding alone moves it by about 1e-3 (writing the
+            # GRU's tanh as 2 sigmoid(2x) - 1 in the old code gives 8e-4 on pixels_strided).
+            rel = 1e-2 if key == "grad_abs_sum/actor" and spec.kind == "continuous" else 1e-3
+            assert got[key] == pytest.approx(value, rel=rel, abs=1e-7), (step, key)

@@ -134,31 +134,36 @@ class RSSMCore(nn.Module):
         self.gates = BlockLinear(width, 3 * deter, blocks)
 
     def forward(self, deter: Tensor, stoch: Tensor, action: Tensor) -> Tensor:
-        G = self.blocks
+        G, D = self.blocks, self.deter
         lead = deter.shape[:-1]
-        deter2 = deter.reshape(-1, deter.shape[-1])
-        x = torch.cat([self.in_deter(deter2), self.in_stoch(stoch.reshape(-1, stoch.shape[-1])),
-                       self.in_action(action.reshape(-1, action.shape[-1]))], -1)  # [N, 3H]
+        deter2 = deter.reshape(-1, D)
+        N, d = deter2.shape[0], D // G
+        x = torch.cat([self.in_deter(deter2), self.in_stoch(stoch.reshape(N, -1)),
+                       self.in_action(action.reshape(N, -1))], -1)          # [N, 3H]
+        deter_g = deter2.view(N, G, d).transpose(0, 1)                      # [G, N, d] (a view)
         first = self.hidden_layers[0] if len(self.hidden_layers) else self.gates
         # The first block-linear layer reads ``concat(deter_g, x)`` in every block g. Rather than
-        # copying x into each block, split its weights: block g's own rows of ``deter`` (a
-        # block-diagonal product) plus x times the other rows of every block (one dense product;
-        # the same multiply-adds, summed in a different order).
-        d = deter.shape[-1] // G
-        w = first.weight                                                  # [G, d + 3H, O]
-        w_x = w[:, d:].transpose(0, 1).reshape(x.shape[-1], -1)           # [3H, G * O]
-        out = torch.addmm(first.bias, x, w_x).reshape(-1, G, w.shape[-1]).transpose(0, 1)
-        out = torch.baddbmm(out, deter2.reshape(-1, G, d).transpose(0, 1), w[:, :d])
-        x = out.transpose(0, 1).reshape(deter2.shape[0], -1)             # [N, G * O]
+        # copying x into each block, split its weights: x times the x-rows of every block (one
+        # dense product) plus block g's own rows of ``deter`` (a block-diagonal product); the
+        # same multiply-adds, summed in another order.
+        w = first.weight                                                    # [G, d + 3H, O]
+        O = w.shape[-1]
+        w_x = w[:, d:].transpose(0, 1).reshape(x.shape[-1], G * O)
+        h = torch.addmm(first.bias, x, w_x).view(N, G, O)
+        h = (h + torch.bmm(deter_g, w[:, :d]).transpose(0, 1)).reshape(N, G * O)
         if len(self.hidden_layers):
-            x = self.gates(self.hidden_layers[1:](x))
-        x = x.reshape(-1, G, 3, d)  # per block: reset, candidate, update
-        reset, cand, update = x.unbind(-2)
-        reset = torch.sigmoid(reset.reshape(-1, G * d))
-        cand = _tanh(reset * cand.reshape(-1, G * d))
-        update = torch.sigmoid(update.reshape(-1, G * d) - 1)
-        out = update * cand + (1 - update) * deter2
-        return out.reshape(*lead, -1)
+            h = self.hidden_layers[1:](h)                 # LayerNorm, SiLU (further layers)
+            gates = self.gates
+            hb = h.view(N, G, -1).transpose(0, 1)                            # [G, N, I]
+            g = torch.baddbmm(gates.bias.view(G, 1, 3 * d), hb, gates.weight)  # [G, N, 3d]
+        else:
+            g = h.view(N, G, 3 * d).transpose(0, 1)
+        # The GRU in block layout (per block: reset, candidate, update), transposed back once.
+        reset = torch.sigmoid(g[..., :d])
+        cand = _tanh(reset * g[..., d:2 * d])
+        update = torch.sigmoid(g[..., 2 * d:] - 1)
+        out = update * cand + (1 - update) * deter_g                        # [G, N, d]
+        return out.transpose(0, 1).reshape(*lead, D)
 
 
 def unimix_logits(logits: Tensor, unimix: float) -> Tensor:
