@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from worldflux.agents.base import Agent, AgentRegistry
 from worldflux.core.errors import ConfigError, DataError
+from worldflux.core.memory import retain_freed_memory
 from worldflux.core.spec import ActionSpec, ObservationSpec
 from worldflux.data.tensors import to_torch
 from worldflux.models.dreamerv3 import DreamerV3Config, DreamerV3Model
@@ -54,7 +55,7 @@ from worldflux.models.dreamerv3.networks import (
     sample_one_hot,
     unimix_probs,
 )
-from worldflux.nn.twohot import soft_ce, two_hot_ce, two_hot_inv
+from worldflux.nn.twohot import soft_ce, two_hot_cross_entropy, two_hot_inv
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,11 @@ class DreamerV3AgentConfig:
     """Actor and critic Adam epsilon (paper v1: 1e-5)."""
     ac_clip: float = 100.0
     """Actor and critic gradient norm clip (paper v1: 100)."""
+    retain_freed_memory: bool = True
+    """Keep freed blocks in glibc's heap for the next update instead of returning them to the OS
+    (:func:`worldflux.core.memory.retain_freed_memory`, process-wide; CPU only). An update frees
+    and reallocates the same tensors; page-faulting them back costs about 10% of a ``size1m``
+    update on CPU. Changes no value."""
 
     def validate(self) -> None:
         self.model.validate()
@@ -230,9 +236,8 @@ def critic_loss(logits: Tensor, target: Tensor, slow_value: Tensor, weight: Tens
     ``VFunction.loss``): the two-hot cross-entropy of ``logits [H, N, bins]`` against
     ``sg(target)`` (the lambda-returns) plus ``slow_reg`` (paper: 1) times the cross-entropy
     against ``sg(slow_value)`` (the slow critic's mean), each state weighted by ``weight``."""
-    log_probs = F.log_softmax(logits, -1)  # once for both cross-entropies
-    loss = (two_hot_ce(log_probs, target.detach(), -bin_range, bin_range)
-            + slow_reg * two_hot_ce(log_probs, slow_value.detach(), -bin_range, bin_range))
+    loss = two_hot_cross_entropy(logits, (target.detach(), slow_value.detach()), (1.0, slow_reg),
+                                 -bin_range, bin_range)  # both terms in one pass over the bins
     return (loss * weight.detach()).mean()
 
 
@@ -367,6 +372,8 @@ class DreamerV3Agent(Agent):
                  action_spec: ActionSpec, device: torch.device, seed: int = 0) -> None:
         super().__init__(config, obs_spec, action_spec, device, seed)
         config.validate()
+        if config.retain_freed_memory and device.type == "cpu":
+            retain_freed_memory()
         torch.manual_seed(seed)
         self.model = DreamerV3Model(copy.deepcopy(config.model), obs_spec, action_spec).to(device)
         units = self.model.sizes.units
@@ -395,6 +402,7 @@ class DreamerV3Agent(Agent):
         self.credit = 0.0
         self.seq_len = config.batch_length
         self._acting: tuple[Tensor, Tensor] | None = None
+        self._feat_buffer: Tensor | None = None
         self._prev_action: Tensor | None = None
         self.model.eval()
 
@@ -468,25 +476,49 @@ class DreamerV3Agent(Agent):
                     raise
                 length = max(2, length // 2)
 
-    def imagine(self, deter: Tensor, stoch: Tensor) -> dict[str, Tensor]:
+    def imagine(self, deter: Tensor, stoch: Tensor, out: Tensor | None = None
+                ) -> dict[str, Tensor]:
         """Roll the actor out ``imag_horizon`` steps through the prior from ``deter [N, D]``,
         ``stoch [N, S * K]``: ``feat [H + 1, N, F]``, ``action [H, N, A]`` (taken in states
         ``0..H-1``) and the actor's distributions there, ``dist`` (each ``[H, N, ...]``, with
         gradients towards the actor's parameters; gradients reach actions only when the actor is
-        reparameterised)."""
-        feats, actions, dists = [self.model.feat(deter, stoch)], [], []
+        reparameterised). ``out`` (``[H + 1, N, F]``, optional) receives the features when no
+        graph is built (REINFORCE)."""
+        H = self.config.imag_horizon
         reparam = self.actor_grad == "backprop"
-        for _ in range(self.config.imag_horizon):
-            dist = self.actor(feats[-1].detach())
+        graph = reparam and torch.is_grad_enabled()
+        if graph:
+            feats = [self.model.feat(deter, stoch)]
+        else:
+            # REINFORCE needs no gradient through the dynamics: the prior steps run without a
+            # graph (the same values), writing each feature concat(deter, stoch) straight into
+            # its row of one [H + 1, N, F] tensor instead of concatenating and stacking.
+            D = deter.shape[-1]
+            shape = (H + 1, *deter.shape[:-1], self.model.feat_dim)
+            feat = (out if out is not None and out.shape == shape and out.dtype == deter.dtype
+                    else torch.empty(shape, device=deter.device, dtype=deter.dtype))
+            feat[0, ..., :D] = deter
+            feat[0, ..., D:] = stoch
+            # The actor reads the rows through ``.data`` (its own version counter): writing row
+            # t + 1 later does not invalidate the row t it saved for its backward pass (each row
+            # is written once, before it is read).
+            rows = feat.data
+        actions, dists = [], []
+        img_step = self.model.img_stepper()
+        for t in range(H):
+            dist = self.actor((feats[-1] if graph else rows[t]).detach())
             action = self.actor.sample(dist, reparameterise=reparam)
-            # REINFORCE needs no gradient through the dynamics: the prior steps run without
-            # building a graph (the same values).
-            with torch.set_grad_enabled(reparam and torch.is_grad_enabled()):
-                deter, _, stoch = self.model.img_step(deter, stoch, action)
-            feats.append(self.model.feat(deter, stoch))
+            with torch.set_grad_enabled(graph):
+                deter, _, stoch = img_step(deter, stoch, action)
+            if graph:
+                feats.append(self.model.feat(deter, stoch))
+            else:
+                feat[t + 1, ..., :D] = deter
+                feat[t + 1, ..., D:] = stoch
             actions.append(action)
             dists.append(dist)
-        return {"feat": torch.stack(feats, 0), "action": torch.stack(actions, 0),
+        return {"feat": torch.stack(feats, 0) if graph else feat,
+                "action": torch.stack(actions, 0),
                 "dist": {key: torch.stack([d[key] for d in dists], 0) for key in dists[0]}}
 
     def actor_critic_losses(self, starts: dict[str, Tensor]) -> tuple[Tensor, Tensor,
@@ -499,17 +531,30 @@ class DreamerV3Agent(Agent):
         reinforce = self.actor_grad == "reinforce"
         critic_logits = None
         with frozen(self.model):
-            traj = self.imagine(starts["deter"].detach(), starts["stoch"].detach())
+            # The features (40 MB at the paper's batch) go into the same tensor every update:
+            # glibc maps blocks this large afresh each time, page faults included. The previous
+            # update's graph, which saved them, is gone by now (if it were not, autograd's
+            # version check would raise instead of using overwritten values).
+            traj = self.imagine(starts["deter"].detach(), starts["stoch"].detach(),
+                                out=self._feat_buffer)
+            if reinforce:
+                self._feat_buffer = traj["feat"]
             feat = traj["feat"]
             reward = self.model.reward(feat[1:])
             cont = torch.cat([starts["cont"][None].float(),
                               (self.model.cont_logit(feat[1:]) > 0).float()], 0)
             if reinforce:
                 # No gradient flows through the values: one critic pass (on sg(feat)) gives
-                # both the values of the returns and the logits of the critic loss.
-                critic_logits = self.critic(feat.detach())
-                value = two_hot_inv(critic_logits.detach(), -self.critic.bin_range,
-                                    self.critic.bin_range)
+                # both the values of the returns and the logits of the critic loss (states
+                # 0..H-1; the last state's logits only bootstrap).
+                hidden = self.critic.mlp(feat.detach())
+                critic_logits = self.critic.out(hidden[:-1]).float()
+                with torch.no_grad():
+                    last = self.critic.out(hidden[-1]).float()
+                    value = torch.cat([two_hot_inv(critic_logits.detach(), -self.critic.bin_range,
+                                                   self.critic.bin_range),
+                                       two_hot_inv(last, -self.critic.bin_range,
+                                                   self.critic.bin_range)[None]], 0)
             else:
                 with frozen(self.critic):
                     value = self.critic.value(feat)
@@ -526,7 +571,7 @@ class DreamerV3Agent(Agent):
         feat_sg = feat[:-1].detach()
         with torch.no_grad():
             slow = self.slow_critic.value(feat_sg)
-        logits = critic_logits[:-1] if critic_logits is not None else self.critic(feat_sg)
+        logits = critic_logits if critic_logits is not None else self.critic(feat_sg)
         c_loss = critic_loss(logits, ret, slow, weight[:-1], cfg.slow_critic_reg,
                              cfg.model.bin_range)
         metrics = {"actor_loss": float(a_loss.detach()),

@@ -19,6 +19,8 @@ window) starts from the learned initial state with a zero action.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -207,9 +209,18 @@ class DreamerV3Model(WorldModel):
 
         Returns ``deter' [B, D]``, prior logits ``[B, S, K]`` and ``stoch' [B, S * K]``.
         """
-        deter = self.core(deter, stoch, self.prepare_action(action))
-        logits, probs = self._prior(deter)
-        return deter, logits, straight_through(probs, generator).flatten(-2)
+        return self.img_stepper()(deter, stoch, action, generator)
+
+    def img_stepper(self) -> Callable[..., tuple[Tensor, Tensor, Tensor]]:
+        """:meth:`img_step` as a function, prepared once for a loop over imagined steps."""
+        core = self.core.prepare()
+
+        def step(deter: Tensor, stoch: Tensor, action: Tensor,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+            deter = core(deter, stoch, self.prepare_action(action))
+            logits, probs = self._prior(deter)
+            return deter, logits, straight_through(probs, generator).flatten(-2)
+        return step
 
     def obs_step(self, deter: Tensor, stoch: Tensor, action: Tensor, embed: Tensor
                  ) -> tuple[Tensor, Tensor, Tensor]:
@@ -235,12 +246,13 @@ class DreamerV3Model(WorldModel):
         # action scaling (zero action at a reset) and the embedding's share of the posterior.
         actions = self.prepare_action(actions.float().masked_fill(reset, 0.0))
         e, post_fn = self._post_split(embed)
+        core = self.core.prepare()
         deter, stoch = init_deter, init_stoch
         deters, stochs, posts = [], [], []
         for t in range(T):
             deter = torch.where(reset[:, t], init_deter, deter)
             stoch = torch.where(reset[:, t], init_stoch, stoch)
-            deter = self.core(deter, stoch, actions[:, t])
+            deter = core(deter, stoch, actions[:, t])
             post, probs = post_fn(deter, e[:, t])
             stoch = straight_through(probs).flatten(-2)
             deters.append(deter)

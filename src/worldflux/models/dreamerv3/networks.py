@@ -8,6 +8,7 @@ Sources: Hafner et al. 2023 (arXiv:2301.04104, paper v1) and the reference relea
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -134,36 +135,50 @@ class RSSMCore(nn.Module):
         self.gates = BlockLinear(width, 3 * deter, blocks)
 
     def forward(self, deter: Tensor, stoch: Tensor, action: Tensor) -> Tensor:
+        return self.prepare()(deter, stoch, action)
+
+    def prepare(self) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        """This step as a function, with the weight rearrangement it needs done once: call it
+        before a loop over time steps and use the function inside (``forward`` does both)."""
         G, D = self.blocks, self.deter
-        lead = deter.shape[:-1]
-        deter2 = deter.reshape(-1, D)
-        N, d = deter2.shape[0], D // G
-        x = torch.cat([self.in_deter(deter2), self.in_stoch(stoch.reshape(N, -1)),
-                       self.in_action(action.reshape(N, -1))], -1)          # [N, 3H]
-        deter_g = deter2.view(N, G, d).transpose(0, 1)                      # [G, N, d] (a view)
+        d = D // G
         first = self.hidden_layers[0] if len(self.hidden_layers) else self.gates
         # The first block-linear layer reads ``concat(deter_g, x)`` in every block g. Rather than
         # copying x into each block, split its weights: x times the x-rows of every block (one
         # dense product) plus block g's own rows of ``deter`` (a block-diagonal product); the
         # same multiply-adds, summed in another order.
         w = first.weight                                                    # [G, d + 3H, O]
-        O = w.shape[-1]
-        w_x = w[:, d:].transpose(0, 1).reshape(x.shape[-1], G * O)
-        h = torch.addmm(first.bias, x, w_x).view(N, G, O)
-        h = (h + torch.bmm(deter_g, w[:, :d]).transpose(0, 1)).reshape(N, G * O)
-        if len(self.hidden_layers):
-            h = self.hidden_layers[1:](h)                 # LayerNorm, SiLU (further layers)
-            gates = self.gates
-            hb = h.view(N, G, -1).transpose(0, 1)                            # [G, N, I]
-            g = torch.baddbmm(gates.bias.view(G, 1, 3 * d), hb, gates.weight)  # [G, N, 3d]
-        else:
-            g = h.view(N, G, 3 * d).transpose(0, 1)
-        # The GRU in block layout (per block: reset, candidate, update), transposed back once.
-        reset = torch.sigmoid(g[..., :d])
-        cand = _tanh(reset * g[..., d:2 * d])
-        update = torch.sigmoid(g[..., 2 * d:] - 1)
-        out = update * cand + (1 - update) * deter_g                        # [G, N, d]
-        return out.transpose(0, 1).reshape(*lead, D)
+        width = w.shape[-1]
+        w_x = w[:, d:].transpose(0, 1).reshape(-1, G * width)              # [3H, G * O]
+        w_d = w[:, :d]                                                      # [G, d, O]
+        rest = self.hidden_layers[1:] if len(self.hidden_layers) else None  # LayerNorm, SiLU..
+        gates = self.gates
+        bias = gates.bias.view(G, 1, 3 * d) if rest is not None else None
+
+        def step(deter: Tensor, stoch: Tensor, action: Tensor) -> Tensor:
+            lead = deter.shape[:-1]
+            deter2 = deter.reshape(-1, D)
+            N = deter2.shape[0]
+            x = torch.cat([self.in_deter(deter2), self.in_stoch(stoch.reshape(N, -1)),
+                           self.in_action(action.reshape(N, -1))], -1)      # [N, 3H]
+            deter_g = deter2.view(N, G, d).transpose(0, 1)                  # [G, N, d] (a view)
+            h = torch.addmm(first.bias, x, w_x).view(N, G, width)
+            h = (h + torch.bmm(deter_g, w_d).transpose(0, 1)).reshape(N, G * width)
+            if rest is not None:
+                h = rest(h)
+                g = torch.bmm(h.view(N, G, -1).transpose(0, 1), gates.weight)  # [G, N, 3d]
+                r, c, u = g[..., :d] + bias[..., :d], g[..., d:2 * d] + bias[..., d:2 * d], \
+                    g[..., 2 * d:] + bias[..., 2 * d:]
+            else:
+                g = h.view(N, G, 3 * d).transpose(0, 1)
+                r, c, u = g[..., :d], g[..., d:2 * d], g[..., 2 * d:]
+            # The GRU in block layout (per block: reset, candidate, update), transposed back once.
+            reset = torch.sigmoid(r)
+            cand = _tanh(reset * c)
+            update = torch.sigmoid(u - 1)
+            out = update * cand + (1 - update) * deter_g                    # [G, N, d]
+            return out.transpose(0, 1).reshape(*lead, D)
+        return step
 
 
 def unimix_logits(logits: Tensor, unimix: float) -> Tensor:
