@@ -71,7 +71,8 @@ def _onednn_available() -> bool:
     global _onednn_ok
     if _onednn_ok is None:
         try:
-            x, w, b = torch.randn(4, 3), torch.randn(2, 3), torch.randn(2)
+            x = torch.arange(12.0).reshape(4, 3).sin()   # not torch.randn: leaves the RNG alone
+            w, b = torch.arange(6.0).reshape(2, 3).cos(), torch.tensor([0.5, -1.0])
             y = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
             _onednn_ok = bool(torch.allclose(y, F.linear(x, w, b), atol=1e-5))
         except (AttributeError, RuntimeError, NotImplementedError):
@@ -113,14 +114,20 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     to a third of the time. Anything else (autocast, other dtypes or devices, few rows, builds
     without oneDNN) goes to ``F.linear``.
     """
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.dim() >= 2 and x.numel() >= _ONEDNN_MIN_ROWS * x.shape[-1]
-            and not torch.is_autocast_enabled("cpu") and _onednn_available()):
+    if _onednn_rows(x) and weight.dtype == torch.float32:
         lead = x.shape[:-1]
         out = _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]).contiguous(), weight.contiguous(),
                                   bias)
         return out.reshape(*lead, out.shape[-1])
     return F.linear(x, weight, bias)
+
+
+def _onednn_rows(x: Tensor) -> bool:
+    """Whether :func:`linear` sends ``x`` to oneDNN (float32 on the CPU, 128+ rows, no autocast,
+    oneDNN present)."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() >= 2
+            and x.numel() >= _ONEDNN_MIN_ROWS * x.shape[-1]
+            and not torch.is_autocast_enabled("cpu") and _onednn_available())
 
 
 class Linear(nn.Linear):
@@ -208,6 +215,8 @@ class RSSMCore(nn.Module):
             width = deter
         self.hidden_layers = nn.Sequential(*layers)
         self.gates = BlockLinear(width, 3 * deter, blocks)
+        self.fast = True
+        """Products of many rows through oneDNN (see :func:`linear`); False: BLAS only."""
 
     def forward(self, deter: Tensor, stoch: Tensor, action: Tensor) -> Tensor:
         return self.prepare()(deter, stoch, action)
@@ -229,6 +238,15 @@ class RSSMCore(nn.Module):
         rest = self.hidden_layers[1:] if len(self.hidden_layers) else None  # LayerNorm, SiLU..
         gates = self.gates
         bias = gates.bias.view(G, 1, 3 * d) if rest is not None else None
+        # For many rows (imagination: 1,024 starts) the products go through oneDNN's kernel
+        # (see :func:`linear`) block by block, in row-major layout; the weights are transposed
+        # to its [out, in] format here, once per loop.
+        fast = self.fast and _onednn_available() and w.dtype == torch.float32
+        if fast:
+            w_x_t = w_x.t().contiguous()                                    # [G * O, 3H]
+            w_d_t = [w_d[k].t().contiguous() for k in range(G)]             # [O, d]
+            w_g_t = ([gates.weight[k].t().contiguous() for k in range(G)]   # [3d, I]
+                     if rest is not None else None)
 
         def step(deter: Tensor, stoch: Tensor, action: Tensor) -> Tensor:
             lead = deter.shape[:-1]
@@ -236,6 +254,23 @@ class RSSMCore(nn.Module):
             N = deter2.shape[0]
             x = torch.cat([self.in_deter(deter2), self.in_stoch(stoch.reshape(N, -1)),
                            self.in_action(action.reshape(N, -1))], -1)      # [N, 3H]
+            if fast and _onednn_rows(x):
+                h = _OneDNNLinear.apply(x, w_x_t, first.bias)               # [N, G * O]
+                h = h + torch.cat([_OneDNNLinear.apply(deter2[:, k * d:(k + 1) * d], w_d_t[k],
+                                                       None) for k in range(G)], 1)
+                if rest is not None:
+                    h = rest(h)
+                    i = h.shape[1] // G
+                    g = torch.cat([_OneDNNLinear.apply(h[:, k * i:(k + 1) * i], w_g_t[k], None)
+                                   for k in range(G)], 1).view(N, G, 3 * d)
+                    b = bias.view(G, 3 * d)
+                    r, c, u = g[..., :d] + b[:, :d], g[..., d:2 * d] + b[:, d:2 * d], \
+                        g[..., 2 * d:] + b[:, 2 * d:]
+                else:
+                    g = h.view(N, G, 3 * d)
+                    r, c, u = g[..., :d], g[..., d:2 * d], g[..., 2 * d:]
+                out = _gru(r, c, u, deter2.view(N, G, d), fresh=rest is not None)  # [N, G, d]
+                return out.reshape(*lead, D)
             deter_g = deter2.view(N, G, d).transpose(0, 1)                  # [G, N, d] (a view)
             h = torch.addmm(first.bias, x, w_x).view(N, G, width)
             h = (h + torch.bmm(deter_g, w_d).transpose(0, 1)).reshape(N, G * width)
@@ -248,12 +283,27 @@ class RSSMCore(nn.Module):
                 g = h.view(N, G, 3 * d).transpose(0, 1)
                 r, c, u = g[..., :d], g[..., d:2 * d], g[..., 2 * d:]
             # The GRU in block layout (per block: reset, candidate, update), transposed back once.
-            reset = torch.sigmoid(r)
-            cand = _tanh(reset * c)
-            update = torch.sigmoid(u - 1)
-            out = update * cand + (1 - update) * deter_g                    # [G, N, d]
+            out = _gru(r, c, u, deter_g, fresh=rest is not None)            # [G, N, d]
             return out.transpose(0, 1).reshape(*lead, D)
         return step
+
+
+def _gru(r: Tensor, c: Tensor, u: Tensor, deter: Tensor, fresh: bool) -> Tensor:
+    """``u' * tanh(sigmoid(r) * c) + (1 - u') * deter`` with ``u' = sigmoid(u - 1)``.
+
+    Without a graph and with ``r``, ``c``, ``u`` fresh tensors, in place (the same operations in
+    the same order, so the same values; fewer passes over fresh memory).
+    """
+    if fresh and not torch.is_grad_enabled():
+        reset = r.sigmoid_()
+        cand = c.mul_(reset).mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)   # _tanh in place
+        update = u.sub_(1).sigmoid_()
+        keep = torch.sub(1, update).mul_(deter)
+        return update.mul_(cand).add_(keep)
+    reset = torch.sigmoid(r)
+    cand = _tanh(reset * c)
+    update = torch.sigmoid(u - 1)
+    return update * cand + (1 - update) * deter
 
 
 def unimix_logits(logits: Tensor, unimix: float) -> Tensor:
