@@ -292,7 +292,9 @@ class DreamerV3Model(WorldModel):
 
     def obs_target(self, obs: Tensor) -> Tensor:
         """Decoder target: ``obs / 255 - 0.5`` for images, ``symlog(obs)`` for vectors."""
-        return obs.float() / 255.0 - 0.5 if self.pixels else symlog(obs.float())
+        if self.pixels:  # in place on a fresh float32 copy: one image-sized tensor, not three
+            return obs.to(torch.float32, copy=True).div_(255.0).sub_(0.5)
+        return symlog(obs.float())
 
     # -- loss -------------------------------------------------------------------------------------
     def world_model_loss(self, batch: Batch) -> tuple[LossOutput, dict[str, Tensor]]:
@@ -314,7 +316,7 @@ class DreamerV3Model(WorldModel):
         feat = self.feat(seq["deter"], seq["stoch"])
         flat = feat.reshape(B * T, -1)
         recon = self.decoder(flat).reshape(B, T, *obs.shape[2:]).float()
-        rec = (recon - self.obs_target(obs)).pow(2).flatten(2).sum(-1)
+        rec = _squared_error(recon.flatten(2), self.obs_target(obs).flatten(2))
         reward_logits = self.reward_logits(feat)
         reward = soft_ce(reward_logits, batch["rewards"].float(), -cfg.bin_range, cfg.bin_range)
         cont_target = 1.0 - batch["terminated"].float()
@@ -348,6 +350,31 @@ class DreamerV3Model(WorldModel):
     # -- helpers --------------------------------------------------------------------------------
     def _state(self, deter: Tensor, stoch: Tensor) -> State:
         return State({"deter": deter, "stoch": stoch}, {"family": self.family})
+
+
+def _squared_error(pred: Tensor, target: Tensor) -> Tensor:
+    """``(pred - target).pow(2).sum(-1)``, no gradient to ``target`` (:class:`_SquaredError`)."""
+    return _SquaredError.apply(pred, target.detach())
+
+
+class _SquaredError(torch.autograd.Function):
+    """Sum of squared errors over the last dimension, saving only ``d = pred - target`` and
+    summing ``d * d`` as dot products: for a batch of 64x64 images every such tensor is 50 MB,
+    and autograd's ``sub``, ``pow`` and ``sum`` would make more of them. Always float32."""
+
+    @staticmethod
+    def forward(ctx, pred: Tensor, target: Tensor) -> Tensor:
+        with torch.autocast(pred.device.type, enabled=False):
+            diff = pred.float() - target.float()
+            ctx.save_for_backward(diff)
+            if diff.shape[-1] < 64:
+                return diff.square().sum(-1)
+            return torch.linalg.vecdot(diff, diff)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (diff,) = ctx.saved_tensors
+        return diff * (2.0 * grad).unsqueeze(-1), None
 
 
 def _entropy(logits: Tensor) -> Tensor:
