@@ -276,14 +276,15 @@ class RSSMCore(nn.Module):
             h = (h + torch.bmm(deter_g, w_d).transpose(0, 1)).reshape(N, G * width)
             if rest is not None:
                 h = rest(h)
-                g = torch.bmm(h.view(N, G, -1).transpose(0, 1), gates.weight)  # [G, N, 3d]
-                r, c, u = g[..., :d] + bias[..., :d], g[..., d:2 * d] + bias[..., d:2 * d], \
-                    g[..., 2 * d:] + bias[..., 2 * d:]
+                g = torch.baddbmm(bias, h.view(N, G, -1).transpose(0, 1), gates.weight)
             else:
-                g = h.view(N, G, 3 * d).transpose(0, 1)
-                r, c, u = g[..., :d], g[..., d:2 * d], g[..., 2 * d:]
-            # The GRU in block layout (per block: reset, candidate, update), transposed back once.
-            out = _gru(r, c, u, deter_g, fresh=rest is not None)            # [G, N, d]
+                g = h.view(N, G, 3 * d).transpose(0, 1)                    # [G, N, 3d]
+            # The GRU in block layout (per block: reset, candidate, update), transposed back
+            # once. Few rows (the observe loop's 16): fewer, smaller operations win.
+            reset = torch.sigmoid(g[..., :d])
+            cand = torch.tanh(reset * g[..., d:2 * d])
+            update = torch.sigmoid(g[..., 2 * d:] - 1)
+            out = update * cand + (1 - update) * deter_g                    # [G, N, d]
             return out.transpose(0, 1).reshape(*lead, D)
         return step
 
@@ -351,9 +352,10 @@ def sample_one_hot(probs: Tensor, generator: torch.Generator | None = None) -> T
     small distributions.
     """
     u = torch.rand(probs.shape[:-1], generator=generator, device=probs.device, dtype=probs.dtype)
+    K = probs.shape[-1]
     cdf = probs.cumsum(-1)
-    index = (cdf < u.unsqueeze(-1) * cdf[..., -1:]).sum(-1).clamp(max=probs.shape[-1] - 1)
-    return F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+    index = (cdf < u.unsqueeze(-1) * cdf[..., -1:]).sum(-1, keepdim=True).clamp_(max=K - 1)
+    return (index == torch.arange(K, device=probs.device)).to(probs.dtype)  # one-hot
 
 
 def categorical_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
