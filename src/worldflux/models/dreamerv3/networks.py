@@ -247,6 +247,7 @@ class RSSMCore(nn.Module):
             w_d_t = [w_d[k].t().contiguous() for k in range(G)]             # [O, d]
             w_g_t = ([gates.weight[k].t().contiguous() for k in range(G)]   # [3d, I]
                      if rest is not None else None)
+            b_g = gates.bias.view(G, 3 * d) if rest is not None else None
 
         def step(deter: Tensor, stoch: Tensor, action: Tensor) -> Tensor:
             lead = deter.shape[:-1]
@@ -261,15 +262,13 @@ class RSSMCore(nn.Module):
                 if rest is not None:
                     h = rest(h)
                     i = h.shape[1] // G
-                    g = torch.cat([_OneDNNLinear.apply(h[:, k * i:(k + 1) * i], w_g_t[k], None)
+                    g = torch.cat([_OneDNNLinear.apply(h[:, k * i:(k + 1) * i], w_g_t[k], b_g[k])
                                    for k in range(G)], 1).view(N, G, 3 * d)
-                    b = bias.view(G, 3 * d)
-                    r, c, u = g[..., :d] + b[:, :d], g[..., d:2 * d] + b[:, d:2 * d], \
-                        g[..., 2 * d:] + b[:, 2 * d:]
                 else:
                     g = h.view(N, G, 3 * d)
-                    r, c, u = g[..., :d], g[..., d:2 * d], g[..., 2 * d:]
-                out = _gru(r, c, u, deter2.view(N, G, d), fresh=rest is not None)  # [N, G, d]
+                # ``g`` is not needed after the gate math, which may overwrite it in place.
+                out = _gru(g[..., :d], g[..., d:2 * d], g[..., 2 * d:], deter2.view(N, G, d),
+                           fresh=True)                                      # [N, G, d]
                 return out.reshape(*lead, D)
             deter_g = deter2.view(N, G, d).transpose(0, 1)                  # [G, N, d] (a view)
             h = torch.addmm(first.bias, x, w_x).view(N, G, width)
@@ -292,8 +291,8 @@ class RSSMCore(nn.Module):
 def _gru(r: Tensor, c: Tensor, u: Tensor, deter: Tensor, fresh: bool) -> Tensor:
     """``u' * tanh(sigmoid(r) * c) + (1 - u') * deter`` with ``u' = sigmoid(u - 1)``.
 
-    Without a graph and with ``r``, ``c``, ``u`` fresh tensors, in place (the same operations in
-    the same order, so the same values; fewer passes over fresh memory).
+    Without a graph and with ``r``, ``c``, ``u`` free to overwrite (``fresh``), in place (the same
+    operations in the same order, so the same values; fewer passes over fresh memory).
     """
     if fresh and not torch.is_grad_enabled():
         reset = r.sigmoid_()
