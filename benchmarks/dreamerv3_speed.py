@@ -18,8 +18,10 @@ kind of machine, 1.93 s (CartPole vector) and 4.97 s (cartpole-swingup pixels) p
 ``git archive``) against the working tree's, each in its own worker process holding the same
 cases (same seed, same replay data, same sampled batches); every round runs both versions on
 each case back to back, alternating which goes first, so that the ratio old / new is taken under
-the same machine load. ``--units`` stacks a width on the presets (``--units 256``: the paper
-v1's XS width for encoder, decoder, heads, actor and critic).
+the same machine load. ``--ab KEY=VALUE`` does the same with the working tree under an agent
+setting (old) against the working tree as it is (new), e.g. ``--ab retain_freed_memory=false``.
+``--units`` stacks a width on the presets (``--units 256``: the paper v1's XS width for encoder,
+decoder, heads, actor and critic).
 """
 
 from __future__ import annotations
@@ -73,9 +75,10 @@ def _case_keys(presets: list[str], units: list[str], inputs: list[str]) -> list[
 class _Cases:
     """Agents and replay buffers of the timed cases, built on first use (one per key)."""
 
-    def __init__(self, batch_size: int, batch_length: int, seed: int, compile_: bool) -> None:
+    def __init__(self, batch_size: int, batch_length: int, seed: int,
+                 extra: dict[str, str] | None = None) -> None:
         self.batch_size, self.batch_length, self.seed = batch_size, batch_length, seed
-        self.compile = compile_
+        self.extra = dict(extra or {})
         self.agents: dict = {}
         self.buffers: dict = {}
         self.params: dict = {}
@@ -100,8 +103,7 @@ class _Cases:
                      "model.cnn_strided": str(kind == "pixels-strided")}
         if units:
             overrides["model.units"] = units
-        if self.compile:
-            overrides["compile"] = "true"
+        overrides.update(self.extra)
         agent = build_agent("dreamerv3", ObservationSpec(
             obs_shape, "uint8" if len(obs_shape) == 3 else "float32"), spec,
             device=torch.device("cpu"), seed=self.seed, overrides=overrides)
@@ -131,7 +133,7 @@ def _worker(args) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("WF_BENCH_THREADS", 1) or 1))
-    cases = _Cases(args.batch_size, args.batch_length, args.seed, args.compile)
+    cases = _Cases(args.batch_size, args.batch_length, args.seed, _settings(args.set))
     for line in sys.stdin:
         request = json.loads(line)
         out = cases.time(request["key"], request["updates"])
@@ -142,13 +144,13 @@ def _worker(args) -> None:
 class _Remote:
     """A worker process running the ``src/`` of one code version."""
 
-    def __init__(self, src: Path, args, compile_: bool) -> None:
+    def __init__(self, src: Path, args, settings: list[str]) -> None:
         root = Path(__file__).resolve().parent.parent
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), str(root)]))
         cmd = [sys.executable, "-m", "benchmarks.dreamerv3_speed", "--worker",
                "--batch", args.batch, "--seed", str(args.seed)]
-        if compile_:
-            cmd.append("--compile")
+        for setting in settings:
+            cmd += ["--set", setting]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env, cwd=root)
 
@@ -165,6 +167,17 @@ class _Remote:
         if self.proc.stdin:
             self.proc.stdin.close()
         self.proc.wait()
+
+
+def _settings(items: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings -> agent overrides."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set/--ab: expected KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
 
 
 def _export_src(rev: str, into: str) -> Path:
@@ -193,11 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compare", default="", metavar="REV",
                         help="also time the src/ of this git revision, interleaved")
-    parser.add_argument("--compile", action="store_true",
-                        help="agent setting compile=true (torch.compile of the RSSM core)")
-    parser.add_argument("--compare-compile", action="store_true",
-                        help="with --compare: the working tree with compile=true against "
-                             "itself with compile=false (no REV needed: pass --compare HEAD)")
+    parser.add_argument("--ab", default="", metavar="KEY=VALUE",
+                        help="instead of --compare: the working tree with this agent setting "
+                             "(old) against the working tree as it is (new), interleaved")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="agent setting for every timed case (repeatable)")
     parser.add_argument("--name", default="", help="result file name (default dreamerv3_speed, "
                                                    "dreamerv3_speed_compare with --compare)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -214,10 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     units = args.units.split(",")
     keys = _case_keys(presets, units, inputs)
     load_before = os.getloadavg()
-    if args.compare:
+    if args.compare or args.ab:
         _compare(args, keys, started, load_before)
         return
-    cases = _Cases(batch_size, batch_length, args.seed, args.compile)
+    cases = _Cases(batch_size, batch_length, args.seed, _settings(args.set))
     for key in keys:
         cases.get(key)
         print(f"{key}: {cases.params[key]['total'] / 1e6:.2f}M parameters", flush=True)
@@ -270,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
                                    "end": [round(v, 2) for v in os.getloadavg()]},
         "note": "other processes share the 2 cores: wall times grow with the load average; the "
                 "process CPU time (1 thread) is the compute an update costs whatever the load",
-        "compile": args.compile, "results": results}, started)
+        "settings": args.set, "results": results}, started)
     print(f"wrote {path}")
 
 
@@ -279,16 +292,11 @@ def _compare(args, keys: list[str], started: float, load_before) -> None:
     import numpy as np
     import torch
 
+    root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
-        if args.compare_compile:
-            root = Path(__file__).resolve().parent.parent
-            versions = {"eager": _Remote(root / "src", args, False),
-                        "compiled": _Remote(root / "src", args, True)}
-        else:
-            old_src = _export_src(args.compare, tmp)
-            root = Path(__file__).resolve().parent.parent
-            versions = {"old": _Remote(old_src, args, args.compile),
-                        "new": _Remote(root / "src", args, args.compile)}
+        old_src = root / "src" if args.ab else _export_src(args.compare, tmp)
+        versions = {"old": _Remote(old_src, args, args.set + ([args.ab] if args.ab else [])),
+                    "new": _Remote(root / "src", args, args.set)}
         names = list(versions)
         rows: dict[str, dict[str, list[float]]] = {k: {} for k in keys}
         params = {}
@@ -310,6 +318,7 @@ def _compare(args, keys: list[str], started: float, load_before) -> None:
             for remote in versions.values():
                 remote.close()
     old, new = names
+    old_label = f"working tree, {args.ab}" if args.ab else args.compare
     results = {}
     for key in keys:
         row = rows[key]
@@ -336,8 +345,7 @@ def _compare(args, keys: list[str], started: float, load_before) -> None:
     x = np.arange(len(keys))
     for i, name in enumerate(names):
         ax.bar(x + (i - 0.5) * 0.4, [results[k][f"{name}_cpu_ms_median"] for k in keys], 0.4,
-               label=f"{name} ({args.compare if name == 'old' else 'working tree'})"
-               if not args.compare_compile else name)
+               label=f"{name} ({old_label if name == 'old' else 'working tree'})")
     for k, xi in zip(keys, x, strict=True):
         ax.text(xi, results[k][f"{old}_cpu_ms_median"] * 1.05,
                 f"{results[k]['speedup_cpu_median']:.2f}x", ha="center", fontsize=8)
@@ -355,8 +363,7 @@ def _compare(args, keys: list[str], started: float, load_before) -> None:
     path = write_result(name, {
         "seed": args.seed, "rounds": args.rounds, "updates_per_round": args.updates,
         "batch": f"{args.batch_size} x {args.batch_length}",
-        "compared": {old: args.compare if not args.compare_compile else "compile=false",
-                     new: "working tree" if not args.compare_compile else "compile=true"},
+        "compared": {old: old_label, new: "working tree"}, "settings": args.set,
         "threads": torch.get_num_threads(),
         "load_average_1_5_15min": {"start": [round(v, 2) for v in load_before],
                                    "end": [round(v, 2) for v in os.getloadavg()]},
