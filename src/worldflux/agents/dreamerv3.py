@@ -535,9 +535,10 @@ class DreamerV3Agent(Agent):
         critic_logits = None
         with frozen(self.model):
             # The features (40 MB at the paper's batch) go into the same tensor every update:
-            # glibc maps blocks this large afresh each time, page faults included. The previous
-            # update's graph, which saved them, is gone by now (if it were not, autograd's
-            # version check would raise instead of using overwritten values).
+            # without ``retain_freed_memory`` glibc maps blocks this large afresh each time, page
+            # faults included. The previous update's graph, which saved them, is gone by now (if
+            # it were not, autograd's version check would raise instead of using overwritten
+            # values).
             traj = self.imagine(starts["deter"].detach(), starts["stoch"].detach(),
                                 out=self._feat_buffer)
             if reinforce:

@@ -109,7 +109,8 @@ class _TwoHotCE(torch.autograd.Function):
 
 def _two_hot_parts(x: Tensor, num_bins: int, vmin: float, vmax: float
                    ) -> tuple[Tensor, Tensor, Tensor]:
-    """Bins ``low``, ``high`` (long) of ``x`` and the weight ``frac`` of ``high`` (:func:`two_hot`)."""
+    """Bins ``low``, ``high`` (long) of ``x`` and the weight ``frac`` of ``high`` (see
+    :func:`two_hot`)."""
     width = (vmax - vmin) / (num_bins - 1)
     position = (symlog(x).clamp(vmin, vmax) - vmin) / width
     low = torch.floor(position).clamp(0, num_bins - 1)

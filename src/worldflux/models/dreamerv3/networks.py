@@ -17,10 +17,10 @@ from torch import Tensor, nn
 from worldflux.nn.twohot import symlog
 
 __all__ = [
-    "BlockLinear", "Linear", "linear", "ConvDecoder", "ConvEncoder", "MLP", "RSSMCore", "VectorDecoder",
-    "VectorEncoder", "categorical_kl", "free_bits", "log_softmax", "sample_one_hot", "softmax",
-    "straight_through", "straight_through_sample", "trunc_normal_in_", "unimix_logits",
-    "unimix_probs",
+    "BlockLinear", "ConvDecoder", "ConvEncoder", "Linear", "MLP", "RSSMCore", "VectorDecoder",
+    "VectorEncoder", "categorical_kl", "free_bits", "linear", "log_softmax", "sample_one_hot",
+    "softmax", "straight_through", "straight_through_sample", "trunc_normal_in_",
+    "unimix_logits", "unimix_probs",
 ]
 
 _SMALL = 16
@@ -267,10 +267,10 @@ class RSSMCore(nn.Module):
                 else:
                     g = h.view(N, G, 3 * d)
                 # ``g`` is not needed after the gate math, which may overwrite it in place.
-                out = _gru(g[..., :d], g[..., d:2 * d], g[..., 2 * d:], deter2.view(N, G, d),
-                           fresh=True)                                      # [N, G, d]
+                out = _gru(g[..., :d], g[..., d:2 * d], g[..., 2 * d:],
+                           deter2.reshape(N, G, d), fresh=True)             # [N, G, d]
                 return out.reshape(*lead, D)
-            deter_g = deter2.view(N, G, d).transpose(0, 1)                  # [G, N, d] (a view)
+            deter_g = deter2.reshape(N, G, d).transpose(0, 1)               # [G, N, d]
             h = torch.addmm(first.bias, x, w_x).view(N, G, width)
             h = (h + torch.bmm(deter_g, w_d).transpose(0, 1)).reshape(N, G * width)
             if rest is not None:
