@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import worldflux
 from worldflux.core import ConfigError, State
@@ -309,3 +310,84 @@ def test_a_generic_planner_optimises_the_model_reward():
     assert result.first_action.shape == (1,)
     random_values = objective(torch.rand(64, 4, 1) * 2 - 1)
     assert float(result.value) >= float(random_values.mean())
+
+
+# -- faster kernels compute the same values (issue 6 speed work) ----------------------------------
+def test_onednn_linear_matches_f_linear_in_values_and_gradients():
+    from worldflux.models.dreamerv3.networks import _onednn_available, linear
+
+    if not _onednn_available():
+        pytest.skip("no oneDNN linear kernel in this torch build")
+    torch.manual_seed(0)
+    for bias in (True, False):
+        x = torch.randn(3, 100, 40, requires_grad=True)     # 300 rows: the oneDNN path
+        w = torch.randn(24, 40, requires_grad=True)
+        b = torch.randn(24, requires_grad=True) if bias else None
+        inputs = [x, w] + ([b] if bias else [])
+        g = torch.randn(3, 100, 24)
+        fast = linear(x, w, b)
+        ref = F.linear(x, w, b)
+        assert fast.shape == ref.shape
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+        for got, want in zip(torch.autograd.grad((fast * g).sum(), inputs),
+                             torch.autograd.grad((ref * g).sum(), inputs), strict=True):
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps F.linear's behaviour
+        assert linear(torch.randn(300, 40), torch.randn(24, 40)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("rows", [16, 256])
+def test_rssm_core_fast_path_matches_the_batched_matmul_path(rows):
+    from worldflux.models.dreamerv3.networks import RSSMCore
+
+    torch.manual_seed(0)
+    core = RSSMCore(deter=64, stoch_flat=12, action_dim=2, hidden=16, blocks=4, dyn_layers=1)
+    for p in core.parameters():
+        p.data.normal_(0.0, 0.3)
+    deter = torch.randn(rows, 64, requires_grad=True)
+    stoch, action = torch.randn(rows, 12), torch.randn(rows, 2)
+    out, grads = {}, {}
+    for fast in (True, False):
+        core.fast = fast
+        y = core(deter, stoch, action)
+        grads[fast] = torch.autograd.grad(y.square().sum(), [deter, *core.parameters()])
+        with torch.no_grad():  # the in-place gate math
+            out[fast] = core(deter, stoch, action)
+        torch.testing.assert_close(out[fast], y.detach(), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(out[True], out[False], atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads[True], grads[False], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_two_hot_cross_entropy_equals_the_sum_of_soft_ce_terms_with_its_gradient():
+    from worldflux.nn.twohot import soft_ce, two_hot_cross_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(50, 255, requires_grad=True)
+    t1 = torch.randn(50) * 30
+    t2 = torch.cat([torch.randn(49), torch.tensor([1e9])])   # one beyond the last bin
+    fused = two_hot_cross_entropy(logits, (t1, t2), (1.0, 0.5), -20.0, 20.0)
+    ref = soft_ce(logits, t1, -20.0, 20.0) + 0.5 * soft_ce(logits, t2, -20.0, 20.0)
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
+    w = torch.randn(50)
+    (g_fused,) = torch.autograd.grad((fused * w).sum(), logits)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), logits)
+    torch.testing.assert_close(g_fused, g_ref, atol=1e-6, rtol=1e-5)
+
+
+def test_small_softmax_helpers_match_torch():
+    from worldflux.models.dreamerv3.networks import log_softmax, softmax
+
+    x = torch.randn(7, 32, 4) * 5
+    torch.testing.assert_close(softmax(x), F.softmax(x, -1))
+    torch.testing.assert_close(log_softmax(x), F.log_softmax(x, -1))
+    y = torch.randn(5, 255)
+    torch.testing.assert_close(softmax(y), F.softmax(y, -1))
+
+
+def test_retain_freed_memory_is_idempotent():
+    from worldflux.core.memory import retain_freed_memory
+
+    first = retain_freed_memory()
+    assert isinstance(first, bool)
+    assert retain_freed_memory() is first

@@ -10,11 +10,14 @@ the two-hot target (:func:`soft_ce`). TD-MPC2 defaults (official ``config.yaml``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["bin_centres", "soft_ce", "symexp", "symlog", "two_hot", "two_hot_inv"]
+__all__ = ["bin_centres", "soft_ce", "symexp", "symlog", "two_hot", "two_hot_cross_entropy",
+           "two_hot_inv"]
 
 
 def symlog(x: Tensor) -> Tensor:
@@ -57,10 +60,60 @@ def two_hot(x: Tensor, num_bins: int, vmin: float, vmax: float) -> Tensor:
 def two_hot_inv(logits: Tensor, vmin: float, vmax: float) -> Tensor:
     """Decode logits ``[..., num_bins] -> [...]``: ``symexp(sum_k softmax(logits)_k * bin_k)``."""
     centres = bin_centres(logits.shape[-1], vmin, vmax, device=logits.device, dtype=logits.dtype)
-    return symexp((F.softmax(logits, -1) * centres).sum(-1))
+    probs = F.softmax(logits, -1)
+    if probs.requires_grad:
+        return symexp((probs * centres).sum(-1))
+    return symexp(probs.mul_(centres).sum(-1))  # in place: one [..., num_bins] tensor less
 
 
 def soft_ce(logits: Tensor, target: Tensor, vmin: float, vmax: float) -> Tensor:
     """Cross-entropy of logits ``[..., num_bins]`` against ``two_hot(target [...])`` -> ``[...]``."""
     soft = two_hot(target, logits.shape[-1], vmin, vmax)
     return -(soft * F.log_softmax(logits, -1)).sum(-1)
+
+
+def two_hot_cross_entropy(logits: Tensor, targets: Sequence[Tensor], scales: Sequence[float],
+                          vmin: float, vmax: float) -> Tensor:
+    """``sum_j scales[j] * soft_ce(logits, targets[j])`` -> ``[...]``, in one pass over the bins.
+
+    The same value as the sum of :func:`soft_ce` terms (up to rounding), without building the
+    ``[..., num_bins]`` two-hot tensors: the forward pass reads only the two bins each target
+    falls between, and the gradient ``softmax(logits) * sum(w) - w`` (``w`` the scaled two-hot
+    weights) is written into one tensor. No gradient flows to the targets.
+    """
+    num_bins = logits.shape[-1]
+    index, weight = [], []
+    for target, scale in zip(targets, scales, strict=True):
+        low, high, frac = _two_hot_parts(target.detach(), num_bins, vmin, vmax)
+        index += [low, high]
+        weight += [scale * (1 - frac), scale * frac]
+    return _TwoHotCE.apply(logits, torch.stack(index, -1), torch.stack(weight, -1))
+
+
+class _TwoHotCE(torch.autograd.Function):
+    """``-(log_softmax(logits).gather(index) * weight).sum(-1)`` with a one-tensor backward."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, index: Tensor, weight: Tensor) -> Tensor:
+        log_probs = F.log_softmax(logits, -1)
+        ctx.save_for_backward(log_probs, index, weight)
+        return -(log_probs.gather(-1, index) * weight).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        log_probs, index, weight = ctx.saved_tensors
+        g = grad.unsqueeze(-1)
+        out = log_probs.exp().mul_(g * weight.sum(-1, keepdim=True))
+        return out.scatter_add_(-1, index, -(g * weight)), None, None
+
+
+def _two_hot_parts(x: Tensor, num_bins: int, vmin: float, vmax: float
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """Bins ``low``, ``high`` (long) of ``x`` and the weight ``frac`` of ``high`` (see
+    :func:`two_hot`)."""
+    width = (vmax - vmin) / (num_bins - 1)
+    position = (symlog(x).clamp(vmin, vmax) - vmin) / width
+    low = torch.floor(position).clamp(0, num_bins - 1)
+    frac = position - low
+    low = low.long()
+    return low, (low + 1).clamp(max=num_bins - 1), frac

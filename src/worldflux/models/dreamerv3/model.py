@@ -19,6 +19,8 @@ window) starts from the learned initial state with a zero action.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,10 +38,10 @@ from worldflux.models.dreamerv3.networks import (
     VectorDecoder,
     VectorEncoder,
     _linear,
-    categorical_kl,
     free_bits,
-    straight_through_sample,
-    unimix_logits,
+    log_softmax,
+    straight_through,
+    unimix_probs,
 )
 from worldflux.nn.twohot import soft_ce, symexp, symlog, two_hot_inv
 
@@ -118,10 +120,9 @@ class DreamerV3Model(WorldModel):
 
     def update(self, state: State, action: Tensor, obs: Tensor) -> State:
         embed = self.encoder(obs)
-        deter, _, post_logits = self.obs_step(state["deter"], state["stoch"], action.float(),
-                                              embed)
-        stoch = straight_through_sample(post_logits).flatten(-2)
-        return self._state(deter, stoch)
+        deter = self.core(state["deter"], state["stoch"], self.prepare_action(action.float()))
+        _, probs = self._post(deter, embed)
+        return self._state(deter, straight_through(probs).flatten(-2))
 
     def decode(self, state: State) -> ModelOutput:
         feat = self.feat(state["deter"], state["stoch"])
@@ -158,14 +159,41 @@ class DreamerV3Model(WorldModel):
 
     def prior_logits(self, deter: Tensor) -> Tensor:
         """Prior logits ``[..., S, K]`` at ``deter`` (uniform mixing applied)."""
-        logits = self.prior_net(deter).reshape(*deter.shape[:-1], self.stoch_vars, self.classes)
-        return unimix_logits(logits.float(), self.config.unimix)
+        return self._prior(deter)[0]
 
     def post_logits(self, deter: Tensor, embed: Tensor) -> Tensor:
         """Posterior logits ``[..., S, K]`` from ``deter`` and the observation embedding."""
-        logits = self.post_net(torch.cat([deter, embed], -1))
-        logits = logits.reshape(*deter.shape[:-1], self.stoch_vars, self.classes)
-        return unimix_logits(logits.float(), self.config.unimix)
+        return self._post(deter, embed)[0]
+
+    def _mixed(self, raw: Tensor, lead: torch.Size) -> tuple[Tensor, Tensor]:
+        """Logits and probabilities ``[..., S, K]`` of the 1%-uniform mixture of ``raw``."""
+        probs = unimix_probs(raw.reshape(*lead, self.stoch_vars, self.classes).float(),
+                             self.config.unimix)
+        return torch.log(probs), probs
+
+    def _prior(self, deter: Tensor) -> tuple[Tensor, Tensor]:
+        return self._mixed(self.prior_net(deter), deter.shape[:-1])
+
+    def _post(self, deter: Tensor, embed: Tensor) -> tuple[Tensor, Tensor]:
+        return self._mixed(self.post_net(torch.cat([deter, embed], -1)), deter.shape[:-1])
+
+    def _post_split(self, embed: Tensor):
+        """The posterior as ``f(deter, e)`` with ``e`` the embedding's share of its first linear
+        layer, computed here for all of ``embed [..., E]`` at once (``observe`` then runs only
+        the ``deter`` share in its loop; the same products, summed in another order)."""
+        mlp, out = self.post_net
+        first = mlp.net[0] if len(mlp.net) else out
+        rest = list(mlp.net)[1:] + [out] if len(mlp.net) else []
+        D = self.deter_dim
+        e = F.linear(embed, first.weight[:, D:], first.bias)
+        w_deter = first.weight[:, :D].t()
+
+        def post(deter: Tensor, e_t: Tensor) -> tuple[Tensor, Tensor]:
+            x = torch.addmm(e_t, deter, w_deter)
+            for module in rest:
+                x = module(x)
+            return self._mixed(x, deter.shape[:-1])
+        return e, post
 
     def prepare_action(self, action: Tensor) -> Tensor:
         """Continuous actions scaled into ``|a| <= action_clip`` (paper v1 reference
@@ -181,9 +209,18 @@ class DreamerV3Model(WorldModel):
 
         Returns ``deter' [B, D]``, prior logits ``[B, S, K]`` and ``stoch' [B, S * K]``.
         """
-        deter = self.core(deter, stoch, self.prepare_action(action))
-        logits = self.prior_logits(deter)
-        return deter, logits, straight_through_sample(logits, generator).flatten(-2)
+        return self.img_stepper()(deter, stoch, action, generator)
+
+    def img_stepper(self) -> Callable[..., tuple[Tensor, Tensor, Tensor]]:
+        """:meth:`img_step` as a function, prepared once for a loop over imagined steps."""
+        core = self.core.prepare()
+
+        def step(deter: Tensor, stoch: Tensor, action: Tensor,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+            deter = core(deter, stoch, self.prepare_action(action))
+            logits, probs = self._prior(deter)
+            return deter, logits, straight_through(probs, generator).flatten(-2)
+        return step
 
     def obs_step(self, deter: Tensor, stoch: Tensor, action: Tensor, embed: Tensor
                  ) -> tuple[Tensor, Tensor, Tensor]:
@@ -202,23 +239,29 @@ class DreamerV3Model(WorldModel):
         """
         B, T = embed.shape[:2]
         init_deter, init_stoch = self.initial(B)
-        first = is_first.clone().bool()
+        first = is_first.bool().clone()
         first[:, 0] = True
+        reset = first.unsqueeze(-1)                                          # [B, T, 1]
+        # Everything that does not depend on the recurrence runs once for all T steps: the
+        # action scaling (zero action at a reset) and the embedding's share of the posterior.
+        actions = self.prepare_action(actions.float().masked_fill(reset, 0.0))
+        e, post_fn = self._post_split(embed)
+        core = self.core.prepare()
         deter, stoch = init_deter, init_stoch
-        deters, stochs, priors, posts = [], [], [], []
+        deters, stochs, posts = [], [], []
         for t in range(T):
-            reset = first[:, t].to(embed.dtype).unsqueeze(-1)
-            deter = reset * init_deter + (1 - reset) * deter
-            stoch = reset * init_stoch + (1 - reset) * stoch
-            action = (1 - reset) * actions[:, t]
-            deter, prior, post = self.obs_step(deter, stoch, action, embed[:, t])
-            stoch = straight_through_sample(post).flatten(-2)
+            deter = torch.where(reset[:, t], init_deter, deter)
+            stoch = torch.where(reset[:, t], init_stoch, stoch)
+            deter = core(deter, stoch, actions[:, t])
+            post, probs = post_fn(deter, e[:, t])
+            stoch = straight_through(probs).flatten(-2)
             deters.append(deter)
             stochs.append(stoch)
-            priors.append(prior)
             posts.append(post)
-        return {"deter": torch.stack(deters, 1), "stoch": torch.stack(stochs, 1),
-                "prior": torch.stack(priors, 1), "post": torch.stack(posts, 1)}
+        deters_t = torch.stack(deters, 1)
+        # The prior is not needed inside the loop: one batched pass over all B x T states.
+        return {"deter": deters_t, "stoch": torch.stack(stochs, 1),
+                "prior": self.prior_logits(deters_t), "post": torch.stack(posts, 1)}
 
     # -- heads ----------------------------------------------------------------------------------
     def feat(self, deter: Tensor, stoch: Tensor) -> Tensor:
@@ -249,7 +292,9 @@ class DreamerV3Model(WorldModel):
 
     def obs_target(self, obs: Tensor) -> Tensor:
         """Decoder target: ``obs / 255 - 0.5`` for images, ``symlog(obs)`` for vectors."""
-        return obs.float() / 255.0 - 0.5 if self.pixels else symlog(obs.float())
+        if self.pixels:  # in place on a fresh float32 copy: one image-sized tensor, not three
+            return obs.to(torch.float32, copy=True).div_(255.0).sub_(0.5)
+        return symlog(obs.float())
 
     # -- loss -------------------------------------------------------------------------------------
     def world_model_loss(self, batch: Batch) -> tuple[LossOutput, dict[str, Tensor]]:
@@ -271,14 +316,17 @@ class DreamerV3Model(WorldModel):
         feat = self.feat(seq["deter"], seq["stoch"])
         flat = feat.reshape(B * T, -1)
         recon = self.decoder(flat).reshape(B, T, *obs.shape[2:]).float()
-        rec = (recon - self.obs_target(obs)).pow(2).flatten(2).sum(-1)
-        reward = soft_ce(self.reward_logits(feat), batch["rewards"].float(), -cfg.bin_range,
-                         cfg.bin_range)
+        rec = _squared_error(recon.flatten(2), self.obs_target(obs).flatten(2))
+        reward_logits = self.reward_logits(feat)
+        reward = soft_ce(reward_logits, batch["rewards"].float(), -cfg.bin_range, cfg.bin_range)
         cont_target = 1.0 - batch["terminated"].float()
-        cont = F.binary_cross_entropy_with_logits(self.cont_logit(feat), cont_target,
-                                                  reduction="none")
-        kl_dyn = categorical_kl(seq["post"].detach(), seq["prior"])
-        kl_rep = categorical_kl(seq["post"], seq["prior"].detach())
+        cont_logit = self.cont_logit(feat)
+        cont = F.binary_cross_entropy_with_logits(cont_logit, cont_target, reduction="none")
+        # categorical_kl of (sg(post), prior) and (post, sg(prior)), log-softmax taken once each
+        log_post, log_prior = log_softmax(seq["post"]), log_softmax(seq["prior"])
+        p_post = log_post.exp()
+        kl_dyn = (p_post.detach() * (log_post.detach() - log_prior)).sum((-2, -1))
+        kl_rep = (p_post * (log_post - log_prior.detach())).sum((-2, -1))
         dyn = free_bits(kl_dyn, cfg.free_nats)
         rep = free_bits(kl_rep, cfg.free_nats)
         components = {"rec": cfg.rec_scale * rec.mean(),
@@ -289,12 +337,13 @@ class DreamerV3Model(WorldModel):
         loss = sum(components.values())
         with torch.no_grad():
             metrics = {f"{k}_loss": float(v) for k, v in components.items()}
+            reward_pred = two_hot_inv(reward_logits, -cfg.bin_range, cfg.bin_range)
             metrics.update({"kl": float(kl_dyn.mean()),
-                            "prior_entropy": float(_entropy(seq["prior"]).mean()),
-                            "post_entropy": float(_entropy(seq["post"]).mean()),
-                            "reward_mae": float((self.reward(feat) - batch["rewards"]).abs()
-                                                .mean()),
-                            "cont_accuracy": float(((self.cont_logit(feat) > 0).float()
+                            "prior_entropy": float(-(log_prior.exp() * log_prior).sum((-2, -1))
+                                                   .mean()),
+                            "post_entropy": float(-(p_post * log_post).sum((-2, -1)).mean()),
+                            "reward_mae": float((reward_pred - batch["rewards"]).abs().mean()),
+                            "cont_accuracy": float(((cont_logit > 0).float()
                                                     == cont_target).float().mean())})
         return LossOutput(loss, components, metrics), seq
 
@@ -303,6 +352,31 @@ class DreamerV3Model(WorldModel):
         return State({"deter": deter, "stoch": stoch}, {"family": self.family})
 
 
+def _squared_error(pred: Tensor, target: Tensor) -> Tensor:
+    """``(pred - target).pow(2).sum(-1)``, no gradient to ``target`` (:class:`_SquaredError`)."""
+    return _SquaredError.apply(pred, target.detach())
+
+
+class _SquaredError(torch.autograd.Function):
+    """Sum of squared errors over the last dimension, saving only ``d = pred - target`` and
+    summing ``d * d`` as dot products: for a batch of 64x64 images every such tensor is 50 MB,
+    and autograd's ``sub``, ``pow`` and ``sum`` would make more of them. Always float32."""
+
+    @staticmethod
+    def forward(ctx, pred: Tensor, target: Tensor) -> Tensor:
+        with torch.autocast(pred.device.type, enabled=False):
+            diff = pred.float() - target.float()
+            ctx.save_for_backward(diff)
+            if diff.shape[-1] < 64:
+                return diff.square().sum(-1)
+            return torch.linalg.vecdot(diff, diff)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (diff,) = ctx.saved_tensors
+        return diff * (2.0 * grad).unsqueeze(-1), None
+
+
 def _entropy(logits: Tensor) -> Tensor:
-    log_p = F.log_softmax(logits, -1)
+    log_p = log_softmax(logits)
     return -(log_p.exp() * log_p).sum((-2, -1))
