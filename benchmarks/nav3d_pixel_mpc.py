@@ -147,6 +147,7 @@ def run_seed(seed: int, args) -> dict:
                    "model.foreground_weight": str(args.foreground_weight),
                    "model.training": args.training, "model.reward_head": args.reward_head,
                    "model.rollout_steps": str(args.rollout_steps),
+                   "model.reward_huber_delta": str(args.reward_huber_delta),
                    "model.frames": str(args.frames if args.encoder == "keypoints" else 1),
                    "autoencoder_epochs": str(args.autoencoder_epochs)},
                   ("pixels", "next_pixels")),
@@ -190,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--training", default="encoded", choices=["encoded", "two_stage"])
     parser.add_argument("--reward-head", default="mlp", choices=["mlp", "potential"])
     parser.add_argument("--rollout-steps", type=int, default=4)
+    parser.add_argument("--reward-huber-delta", type=float, default=0.3,
+                        help="Huber threshold of the pixel agent's reward head (standardised)")
     parser.add_argument("--frames", type=int, default=2,
                         help="keypoints: encode each of the 2 stacked frames on its own")
     parser.add_argument("--online-rounds", type=int, default=0,
