@@ -42,13 +42,18 @@ LAYERS = {"num_layers": 2, "embed_dim": 64, "changed_token_weight": 1.0,
 ``--lr``); the family's default size is 4 x 128."""
 
 
+TOKENIZER: dict = {}
+"""Tokenizer settings of this benchmark (``--encoder``, ``--encoder-context``,
+``--codebook-size``, ``--normalize-codes``); empty = the family's defaults."""
+
+
 def _model(history: int, num_games: int, **overrides):
     import worldflux
 
     torch.manual_seed(0)
     return worldflux.create_world_model(
         "token", obs_shape=(3, 64, 64), action_dim=4, action_kind="discrete", device="cpu",
-        history=history, num_games=num_games, **{**LAYERS, **overrides})
+        history=history, num_games=num_games, **{**TOKENIZER, **LAYERS, **overrides})
 
 
 def collect_data(work: Path, args) -> dict[str, dict[str, np.ndarray]]:
@@ -125,12 +130,36 @@ def tokenizer_quality(model, data) -> dict:
                      (10 * torch.log10(1 / error[moving].mean())).item(),
                  "codes_used": int(torch.unique(tokens).numel()),
                  "codebook_size": model.config.codebook_size}
+        entry.update(token_stability(model, d))
         if g == "Breakout64":
             ball = real.min(2).values >= 250
             ball[..., :9, :] = False  # the score above the top wall is white too
             entry["ball_pixel_recall"] = (recon.min(2).values > 127)[ball].float().mean().item()
         result[g] = entry
     return result
+
+
+@torch.no_grad()
+def token_stability(model, d: dict[str, np.ndarray]) -> dict:
+    """How the tokens of consecutive held-out frames (same episode) follow their pixels, as
+    shares of all cells: ``static_cell_token_change`` = the cell's pixels are identical and its
+    token changes (flicker the dynamics would have to predict: the lower the better);
+    ``moving_cell_fraction`` = some of its pixels change; ``moving_cell_token_kept`` = some of
+    its pixels change and its token does not (motion the tokens miss). Also the flicker as a
+    share of the static cells."""
+    obs = torch.from_numpy(d["obs"])
+    N, T = obs.shape[:2]
+    G = model.config.grid_size
+    tokens = model.tokenize(obs.reshape(N * T, *obs.shape[2:])).reshape(N, T, G * G)
+    moving = moving_cells(d, G, valid_only=False)  # [N, T-1, G*G]
+    valid = ~torch.from_numpy(d["is_first"])[:, 1:, None].expand_as(moving)
+    token_changed = tokens[:, 1:] != tokens[:, :-1]
+    static = ~moving & valid
+    total = valid.sum().clamp_min(1)
+    return {"static_cell_token_change": ((token_changed & static).sum() / total).item(),
+            "static_cell_token_change_of_static": token_changed[static].float().mean().item(),
+            "moving_cell_fraction": ((moving & valid).sum() / total).item(),
+            "moving_cell_token_kept": ((~token_changed & moving & valid).sum() / total).item()}
 
 
 def psnr(pred: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -170,15 +199,19 @@ def examples(tokens: torch.Tensor, d: dict[str, np.ndarray], history: int, game:
             "game": torch.full((int(valid.sum()),), game, dtype=torch.long)}
 
 
-def moving_cells(d: dict[str, np.ndarray], grid: int) -> torch.Tensor:
+def moving_cells(d: dict[str, np.ndarray], grid: int, valid_only: bool = True) -> torch.Tensor:
     """``[M, grid*grid]`` (bool, in the order of :func:`examples`): the cells of each predicted
-    frame with a pixel that differs from the frame before (the ball, paddle, player, enemies)."""
+    frame with a pixel that differs from the frame before (the ball, paddle, player, enemies);
+    ``valid_only=False``: ``[N, T-1, grid*grid]`` for every pair of consecutive rows."""
     obs = torch.from_numpy(d["obs"])
     changed = (obs[:, 1:] != obs[:, :-1]).any(2).float()  # [N, T-1, H, H]
     N, T1, H, _ = changed.shape
     cells = torch.nn.functional.max_pool2d(changed.reshape(N * T1, 1, H, H), H // grid) > 0
+    cells = cells.reshape(N, T1, grid * grid)
+    if not valid_only:
+        return cells
     valid = ~torch.from_numpy(d["is_first"])[:, 1:]
-    return cells.reshape(N, T1, grid * grid)[valid]
+    return cells[valid]
 
 
 def _cat(parts: list[dict]) -> dict:
@@ -365,6 +398,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--changed-weight", type=float, default=1.0,
                         help="changed_token_weight of the dynamics loss")
     parser.add_argument("--lr", type=float, default=2e-3, help="dynamics learning rate")
+    parser.add_argument("--encoder", default=None, choices=["conv", "cell", "patch"],
+                        help="tokenizer encoder (default: the family's)")
+    parser.add_argument("--encoder-context", type=int, default=None,
+                        help="neighbouring cells a patch-encoder vector sees (0 or 1)")
+    parser.add_argument("--codebook-size", type=int, default=None,
+                        help="tokenizer codes (default: the family's, 128)")
+    parser.add_argument("--normalize-codes", type=int, default=None, choices=[0, 1],
+                        help="l2-normalised codes (default: the family's)")
     parser.add_argument("--histories", default="1,4", help="histories of the single-game stage")
     parser.add_argument("--merge", default="",
                         help="result names (comma-separated) whose stages ran in other processes")
@@ -373,6 +414,11 @@ def main(argv: list[str]) -> None:
     LAYERS["embed_dim"] = args.embed_dim
     LAYERS["changed_token_weight"] = args.changed_weight
     LAYERS["dynamics_learning_rate"] = args.lr
+    for key, value in (("encoder", args.encoder), ("encoder_context", args.encoder_context),
+                       ("codebook_size", args.codebook_size),
+                       ("normalize_codes", args.normalize_codes)):
+        if value is not None:
+            TOKENIZER[key] = bool(value) if key == "normalize_codes" else value
     started = time.time()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,34 @@ class CellEncoder(nn.Module):
         return out.reshape(N, G, G, -1).permute(0, 3, 1, 2)
 
 
+class PositionNorm(nn.Module):
+    """LayerNorm over the channels of each position of ``[N, C, H, W]`` on its own: unlike
+    GroupNorm over the whole image, a position's output does not depend on the other
+    positions' values."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _patch_encoder(channels: int, cell: int, width: int, code_dim: int, context: int
+                   ) -> nn.Sequential:
+    """Each cell's ``cell x cell`` pixels through a linear map (a ``cell``-stride conv), then
+    a per-position MLP with per-position norms; ``context = 1`` adds a 3x3 conv on the grid
+    (each vector also sees the 8 neighbouring cells). Nothing normalises over the image, so a
+    vector depends on its own cell's pixels (and its neighbours' with ``context = 1``) only."""
+    layers: list[nn.Module] = [nn.Conv2d(channels, width, cell, cell), PositionNorm(width),
+                               nn.SiLU()]
+    if context:
+        layers += [nn.Conv2d(width, width, 3, 1, 1), PositionNorm(width), nn.SiLU()]
+    layers += [nn.Conv2d(width, width, 1), PositionNorm(width), nn.SiLU(),
+               nn.Conv2d(width, code_dim, 1)]
+    return nn.Sequential(*layers)
+
+
 def _conv_encoder(channels: int, widths: list[int], code_dim: int) -> nn.Sequential:
     """Overlapping 4x4 stride-2 convs with whole-image GroupNorm and a 3x3 conv on the grid:
     each vector also sees the neighbouring cells (and the frame's statistics)."""
@@ -65,7 +93,11 @@ class Tokenizer(nn.Module):
         C, H, _ = obs_shape
         stages = int(math.log2(H // config.grid_size))
         widths = [config.channels * min(2 ** i, 2) for i in range(stages)]
-        self.encoder = _conv_encoder(C, widths, config.code_dim)
+        if config.encoder == "patch":
+            self.encoder = _patch_encoder(C, H // config.grid_size, config.patch_width,
+                                          config.code_dim, config.encoder_context)
+        else:
+            self.encoder = _conv_encoder(C, widths, config.code_dim)
         if config.encoder == "cell":
             self.encoder = CellEncoder(self.encoder, config.grid_size)
         previous = widths[-1]
