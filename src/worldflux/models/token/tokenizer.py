@@ -140,6 +140,8 @@ class Tokenizer(nn.Module):
 
         Metrics: ``psnr`` (dB, on the 0..1 scale), ``codes_used`` (fraction of the codebook
         used in this batch), ``perplexity`` of the code distribution, ``restarted`` codes."""
+        # Read before the no_grad block below, inside which is_grad_enabled() is always False.
+        training = self.training and torch.is_grad_enabled()
         x = self.to_input(obs)
         z = self.encoder(x).permute(0, 2, 3, 1)
         flat = z.reshape(-1, z.shape[-1])
@@ -159,7 +161,7 @@ class Tokenizer(nn.Module):
         with torch.no_grad():
             squared = (recon.clamp(-0.5, 0.5) - x).pow(2)
             clipped = squared.mean()
-            if self.training and torch.is_grad_enabled():
+            if training:
                 G = self.config.grid_size
                 cell_error = F.adaptive_avg_pool2d(squared.mean(1, keepdim=True), G)  # [N,1,G,G]
                 metrics["restarted"] = float(self.quantizer.restart_dead(
