@@ -37,6 +37,10 @@ class TokenConfig:
     64%), so ``conv`` stays the default."""
     patch_width: int = 256
     """Hidden width of the ``patch`` encoder."""
+    patch_norm: bool = False
+    """Per-position LayerNorm after each hidden layer of the ``patch`` encoder. Off by default:
+    right after the linear map of a cell's pixels it keeps only the direction of the vector, so
+    cells of one colour at different brightness look alike to the rest of the encoder."""
     encoder_context: int = 0
     """Neighbouring cells each ``patch`` encoder vector sees: 0 (its own cell only) or 1 (a 3x3
     conv on the grid: also the 8 cells around it)."""

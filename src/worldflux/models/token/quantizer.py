@@ -111,12 +111,21 @@ class Quantizer(nn.Module):
                    "perplexity": float(perplexity)}
         return quantised, idx, loss, metrics
 
+    def _grace(self) -> float:
+        """Usage given to a fresh code: twice the dead threshold, i.e. about 70 training steps
+        unused (EMA decay 0.99) before it is restarted again."""
+        return 2.0 * self.config.dead_code_threshold
+
     @torch.no_grad()
     def _initialise(self, z: Tensor) -> None:
         codes, counts = kmeans(z, self.config.codebook_size)
         self.codebook.data.copy_(self.prepare(codes))
         self.cluster_size.copy_(counts.clamp_min(1.0))
-        self.usage.copy_(counts.clamp_min(1.0))
+        # Centres of k-means on the untrained encoder's outputs lose their vectors as the encoder
+        # learns; starting every usage at a restart's grace lets the restarts reach
+        # them within ~70 steps instead of after their (up to thousands of) k-means counts
+        # have decayed.
+        self.usage.fill_(self._grace())
         if self.config.codebook_update == "ema":
             self.code_sum.copy_(codes * self.cluster_size[:, None])
 
@@ -157,7 +166,7 @@ class Quantizer(nn.Module):
         fresh = self.prepare(z[pick] + 0.01 * z.std() * torch.randn_like(z[pick]))
         self.codebook.data[dead] = fresh
         self.cluster_size[dead] = 1.0
-        self.usage[dead] = 1.0  # a grace period before it can be restarted again
+        self.usage[dead] = self._grace()  # a grace period before it can be restarted again
         if self.config.codebook_update == "ema":
             self.code_sum[dead] = fresh
         return count

@@ -54,18 +54,19 @@ class PositionNorm(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def _patch_encoder(channels: int, cell: int, width: int, code_dim: int, context: int
-                   ) -> nn.Sequential:
+def _patch_encoder(channels: int, cell: int, width: int, code_dim: int, context: int,
+                   norms: bool) -> nn.Sequential:
     """Each cell's ``cell x cell`` pixels through a linear map (a ``cell``-stride conv), then
     a per-position MLP with per-position norms; ``context = 1`` adds a 3x3 conv on the grid
     (each vector also sees the 8 neighbouring cells). Nothing normalises over the image, so a
     vector depends on its own cell's pixels (and its neighbours' with ``context = 1``) only."""
-    layers: list[nn.Module] = [nn.Conv2d(channels, width, cell, cell), PositionNorm(width),
-                               nn.SiLU()]
+    def norm() -> list[nn.Module]:
+        return [PositionNorm(width)] if norms else []
+
+    layers: list[nn.Module] = [nn.Conv2d(channels, width, cell, cell), *norm(), nn.SiLU()]
     if context:
-        layers += [nn.Conv2d(width, width, 3, 1, 1), PositionNorm(width), nn.SiLU()]
-    layers += [nn.Conv2d(width, width, 1), PositionNorm(width), nn.SiLU(),
-               nn.Conv2d(width, code_dim, 1)]
+        layers += [nn.Conv2d(width, width, 3, 1, 1), *norm(), nn.SiLU()]
+    layers += [nn.Conv2d(width, width, 1), *norm(), nn.SiLU(), nn.Conv2d(width, code_dim, 1)]
     return nn.Sequential(*layers)
 
 
@@ -95,7 +96,8 @@ class Tokenizer(nn.Module):
         widths = [config.channels * min(2 ** i, 2) for i in range(stages)]
         if config.encoder == "patch":
             self.encoder = _patch_encoder(C, H // config.grid_size, config.patch_width,
-                                          config.code_dim, config.encoder_context)
+                                          config.code_dim, config.encoder_context,
+                                          config.patch_norm)
         else:
             self.encoder = _conv_encoder(C, widths, config.code_dim)
         if config.encoder == "cell":
