@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -44,7 +45,8 @@ LAYERS = {"num_layers": 2, "embed_dim": 64, "changed_token_weight": 1.0,
 
 TOKENIZER: dict = {}
 """Tokenizer settings of this benchmark (``--encoder``, ``--encoder-context``,
-``--codebook-size``, ``--normalize-codes``); empty = the family's defaults."""
+``--codebook-size``, ``--normalize-codes``, ``--decoder-norm``); empty = the family's
+defaults."""
 
 
 def _model(history: int, num_games: int, **overrides):
@@ -82,6 +84,10 @@ def train_tokenizer(work: Path, data, args) -> dict:
     frames = np.concatenate([data[f"{g}/train"]["obs"].reshape(-1, 3, 64, 64) for g in GAMES])
     frames = torch.from_numpy(frames)
     optimizer = model.optimizers()["tokenizer"]
+    final = args.tokenizer_final_lr
+    # Cosine decay of the learning rate to ``final`` times its start (1 = constant).
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: final + (1 - final) * 0.5 * (
+        1 + math.cos(math.pi * min(s / max(args.tokenizer_steps, 1), 1.0))))
     rng = torch.Generator().manual_seed(0)
     started = time.time()
     model.train()
@@ -92,6 +98,7 @@ def train_tokenizer(work: Path, data, args) -> dict:
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
+        schedule.step()
         if step % 50 == 0 or step == args.tokenizer_steps - 1:
             history.append({"step": step, **out.metrics})
         if (step + 1) % 500 == 0 and step + 1 < args.tokenizer_steps:
@@ -406,6 +413,11 @@ def main(argv: list[str]) -> None:
                         help="tokenizer codes (default: the family's, 128)")
     parser.add_argument("--normalize-codes", type=int, default=None, choices=[0, 1],
                         help="l2-normalised codes (default: the family's)")
+    parser.add_argument("--decoder-norm", default=None, choices=["group", "position", "none"],
+                        help="norm in the tokenizer's decoder (default: the family's)")
+    parser.add_argument("--tokenizer-final-lr", type=float, default=1.0,
+                        help="the tokenizer's learning rate decays along a cosine to this "
+                             "fraction of its start (1 = constant)")
     parser.add_argument("--histories", default="1,4", help="histories of the single-game stage")
     parser.add_argument("--merge", default="",
                         help="result names (comma-separated) whose stages ran in other processes")
@@ -416,7 +428,8 @@ def main(argv: list[str]) -> None:
     LAYERS["dynamics_learning_rate"] = args.lr
     for key, value in (("encoder", args.encoder), ("encoder_context", args.encoder_context),
                        ("codebook_size", args.codebook_size),
-                       ("normalize_codes", args.normalize_codes)):
+                       ("normalize_codes", args.normalize_codes),
+                       ("decoder_norm", args.decoder_norm)):
         if value is not None:
             TOKENIZER[key] = bool(value) if key == "normalize_codes" else value
     started = time.time()

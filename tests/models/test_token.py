@@ -295,6 +295,26 @@ def test_tokens_of_a_static_region_stay_when_a_distant_object_moves(encoder, con
         assert float(difference[far].min()) > 1e-4
 
 
+@pytest.mark.parametrize("norm", ["position", "group"])
+def test_decoder_draws_a_distant_static_region_alike_unless_it_normalises_the_image(norm):
+    model = tiny_model(encoder="patch", decoder_norm=norm).eval()
+    frames = _frames_with_a_moving_square()
+    with torch.no_grad():
+        tokens = model.tokenize(frames)
+        tokens[1] = tokens[0]
+        tokens[1, 0] = (tokens[0, 0] + 1) % model.config.codebook_size  # only cell (0, 0) differs
+        pixels = model.detokenize(tokens)
+    # Two cells and more away from the changed one.
+    far = torch.ones(64, 64, dtype=torch.bool)
+    far[:16, :16] = False
+    difference = (pixels[0] - pixels[1]).abs().amax(0)
+    if norm == "position":
+        assert float(difference[far].max()) < 1e-3
+        assert float(difference[:8, :8].max()) > 1e-2
+    else:
+        assert float(difference[far].min()) > 1e-4  # the whole-image GroupNorm moves them all
+
+
 def test_learned_codebook_gets_gradients():
     model = tiny_model(codebook_update="learned")
     frames = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)

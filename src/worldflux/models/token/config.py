@@ -30,11 +30,14 @@ class TokenConfig:
     encoder: Literal["conv", "cell", "patch"] = "conv"
     """``conv``: overlapping 4x4 stride-2 convs with whole-image GroupNorm, so a code also sees
     the neighbouring cells and the frame's statistics; ``cell``: the same layers run on each
-    cell alone, so a cell whose pixels do not change keeps its token. Measured on Breakout64 /
-    Collect64 (benchmarks/RESULTS.md): with ``conv``, 20% / 15% of the cells change token
-    between consecutive frames while their pixels do not (noise for the dynamics), but
-    ``cell`` learned the 2x2 ball much more slowly (12% of its pixels after 800 steps, against
-    64%), so ``conv`` stays the default."""
+    cell alone; ``patch``: each cell's pixels through a linear map and a per-position MLP (no
+    norm over the image; ``encoder_context`` = 1 adds the 8 neighbouring cells). With ``cell``
+    or ``patch`` (context 0) a cell whose pixels do not change keeps its token. Measured on
+    Breakout64 / Collect64 (benchmarks/RESULTS.md, "Game world models"): with ``conv``, 20% /
+    15% of the cells change token between consecutive frames while their pixels do not (noise
+    for the dynamics); ``patch`` makes that 0%, but each cell's code must then carry the
+    position of a small object inside it on its own, which needs more codes (the benchmark
+    uses 512)."""
     patch_width: int = 256
     """Hidden width of the ``patch`` encoder."""
     patch_norm: bool = False
@@ -44,6 +47,10 @@ class TokenConfig:
     encoder_context: int = 0
     """Neighbouring cells each ``patch`` encoder vector sees: 0 (its own cell only) or 1 (a 3x3
     conv on the grid: also the 8 cells around it)."""
+    decoder_norm: Literal["group", "position", "none"] = "group"
+    """Norm after the decoder's hidden transposed convs: ``group`` = GroupNorm over the whole
+    image (one group), so every pixel's colour also depends on the rest of the frame;
+    ``position`` = LayerNorm over the channels of each position alone; ``none``."""
     codebook_update: Literal["ema", "learned"] = "ema"
     """``ema``: codes follow an exponential moving average of the encoder outputs assigned to
     them (VQ-VAE, van den Oord et al. 2017, appendix A.1); ``learned``: codes are parameters
@@ -151,7 +158,8 @@ class TokenConfig:
                               "'learned'")
         if self.encoder_context not in (0, 1):
             raise ConfigError(f"encoder_context: got {self.encoder_context}, expected 0 or 1")
-        choices = {"encoder": ("conv", "cell", "patch"), "restart_sampling": ("error", "uniform"),
+        choices = {"encoder": ("conv", "cell", "patch"),
+                   "decoder_norm": ("group", "position", "none"), "restart_sampling": ("error", "uniform"),
                    "codebook_init": ("kmeans", "random"), "spatial_init": ("random", "sincos"),
                    "recon_loss": ("mse", "l1")}
         for name, allowed in choices.items():

@@ -1,8 +1,9 @@
 """VQ-VAE tokenizer: 64x64 frames <-> a grid of discrete codes.
 
-Encoder: stride-2 conv stages down to ``grid x grid`` cells (by default non-overlapping, so
-that each cell's code depends on its own pixels only), each mapped to a ``code_dim`` vector and snapped to its nearest code (straight-through gradients). Decoder: the mirror image,
-from code vectors back to pixels. Codes start from k-means of the first batch's encoder
+Encoder (``TokenConfig.encoder``): overlapping stride-2 conv stages down to ``grid x grid``
+cells (``conv``), or a per-cell MLP on each cell's own pixels (``patch``: a cell whose pixels do
+not change keeps its code), each cell mapped to a ``code_dim`` vector and snapped to its nearest
+code (straight-through gradients). Decoder: transposed convs from code vectors back to pixels. Codes start from k-means of the first batch's encoder
 outputs, update by EMA (or as parameters), and unused codes are restarted at encoder outputs of
 the current batch whose cells are reconstructed worst (see :mod:`.quantizer`).
 """
@@ -82,6 +83,14 @@ def _conv_encoder(channels: int, widths: list[int], code_dim: int) -> nn.Sequent
                          nn.Conv2d(previous, code_dim, 1))
 
 
+def _norm(kind: str, width: int) -> list[nn.Module]:
+    if kind == "group":
+        return [nn.GroupNorm(1, width)]
+    if kind == "position":
+        return [PositionNorm(width)]
+    return []
+
+
 class Tokenizer(nn.Module):
     """Conv encoder -> :class:`Quantizer` -> conv decoder over images ``[N, C, H, H]``.
 
@@ -106,8 +115,8 @@ class Tokenizer(nn.Module):
         self.quantizer = Quantizer(config)
         layers = [nn.Conv2d(config.code_dim, previous, 3, 1, 1), nn.SiLU()]
         for width in reversed(widths[:-1]):
-            layers += [nn.ConvTranspose2d(previous, width, 4, 2, 1), nn.GroupNorm(1, width),
-                       nn.SiLU()]
+            layers += [nn.ConvTranspose2d(previous, width, 4, 2, 1), *_norm(config.decoder_norm,
+                                                                            width), nn.SiLU()]
             previous = width
         layers += [nn.ConvTranspose2d(previous, C, 4, 2, 1)]
         self.decoder = nn.Sequential(*layers)
