@@ -45,8 +45,8 @@ LAYERS = {"num_layers": 2, "embed_dim": 64, "changed_token_weight": 1.0,
 
 TOKENIZER: dict = {}
 """Tokenizer settings of this benchmark (``--encoder``, ``--encoder-context``,
-``--codebook-size``, ``--normalize-codes``, ``--decoder-norm``); empty = the family's
-defaults."""
+``--codebook-size``, ``--normalize-codes``, ``--decoder``, ``--decoder-norm``); empty = the
+family's defaults."""
 
 
 def _model(history: int, num_games: int, **overrides):
@@ -354,6 +354,49 @@ def _gallery(game: str, start, real, imagined, count: int = 2) -> None:
         .save(GALLERY / f"token_{game}_strip.png")
 
 
+def play_screenshot(work: Path, game: str, seconds: float) -> dict:
+    """The gallery's play screenshot: the ``game`` history-4 model of ``work`` served by
+    ``worldflux play`` (its page in headless chromium through Selenium), holding the right
+    arrow for a while, then the left one; returns the frame rate the page reports."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    from worldflux.play import PlaySession, serve_in_background
+
+    model = _model(4, len(GAMES))
+    model.tokenizer.load_state_dict(load_file(work / "tokenizer.safetensors"))
+    model.dynamics.load_state_dict(load_file(work / f"dynamics_{game}_h4.safetensors"))
+    session = PlaySession(model, game, seed=0)
+    server, url = serve_in_background(session)
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=900,820"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get(url)
+        time.sleep(2.0)
+        body = driver.find_element("tag name", "body")
+        for key in (Keys.ARROW_RIGHT, Keys.ARROW_LEFT):
+            ActionChains(driver).key_down(key, body).perform()
+            time.sleep(seconds / 2)
+            ActionChains(driver).key_up(key, body).perform()
+        fps = float(driver.execute_script(
+            "return document.getElementById('fps').dataset.fps || 0"))
+        GALLERY.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(GALLERY / f"token_play_{game}.png"))
+    finally:
+        driver.quit()
+        server.shutdown()
+        server.server_close()
+    return {"game": game, "page_fps": fps, "steps": len(session.actions_seen)}
+
+
 def plot(result: dict, path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -388,8 +431,10 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks token_games")
-    parser.add_argument("--stage", default="all", choices=["all", "single", "multi", "report"],
-                        help="report: only merge results of stages run before (--merge)")
+    parser.add_argument("--stage", default="all",
+                        choices=["all", "single", "multi", "report", "play"],
+                        help="report: only merge results of stages run before (--merge); play: "
+                             "only the gallery's play screenshot of the trained Breakout64 model")
     parser.add_argument("--work", default="/tmp/worldflux_token_games")
     parser.add_argument("--train-envs", type=int, default=128)
     parser.add_argument("--train-steps", type=int, default=200)
@@ -413,6 +458,8 @@ def main(argv: list[str]) -> None:
                         help="tokenizer codes (default: the family's, 128)")
     parser.add_argument("--normalize-codes", type=int, default=None, choices=[0, 1],
                         help="l2-normalised codes (default: the family's)")
+    parser.add_argument("--decoder", default=None, choices=["conv", "patch"],
+                        help="tokenizer decoder (default: the family's)")
     parser.add_argument("--decoder-norm", default=None, choices=["group", "position", "none"],
                         help="norm in the tokenizer's decoder (default: the family's)")
     parser.add_argument("--tokenizer-final-lr", type=float, default=1.0,
@@ -429,13 +476,16 @@ def main(argv: list[str]) -> None:
     for key, value in (("encoder", args.encoder), ("encoder_context", args.encoder_context),
                        ("codebook_size", args.codebook_size),
                        ("normalize_codes", args.normalize_codes),
-                       ("decoder_norm", args.decoder_norm)):
+                       ("decoder", args.decoder), ("decoder_norm", args.decoder_norm)):
         if value is not None:
             TOKENIZER[key] = bool(value) if key == "normalize_codes" else value
     started = time.time()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
+    if args.stage == "play":
+        print(json.dumps(play_screenshot(work, "Breakout64", 8.0)))
+        return
     data = collect_data(work, args)
     tok_result = train_tokenizer(work, data, args)
     tokens = tokenize_all(work, data)

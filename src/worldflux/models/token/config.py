@@ -47,6 +47,10 @@ class TokenConfig:
     encoder_context: int = 0
     """Neighbouring cells each ``patch`` encoder vector sees: 0 (its own cell only) or 1 (a 3x3
     conv on the grid: also the 8 cells around it)."""
+    decoder: Literal["conv", "patch"] = "conv"
+    """``conv``: a 3x3 conv on the grid and transposed convs (a cell's pixels also depend on
+    the tokens of the two cells around it); ``patch``: a per-position MLP from each code
+    vector to its own cell's pixels (the mirror of the ``patch`` encoder)."""
     decoder_norm: Literal["group", "position", "none"] = "group"
     """Norm after the decoder's hidden transposed convs: ``group`` = GroupNorm over the whole
     image (one group), so every pixel's colour also depends on the rest of the frame;
@@ -159,6 +163,7 @@ class TokenConfig:
         if self.encoder_context not in (0, 1):
             raise ConfigError(f"encoder_context: got {self.encoder_context}, expected 0 or 1")
         choices = {"encoder": ("conv", "cell", "patch"),
+                   "decoder": ("conv", "patch"),
                    "decoder_norm": ("group", "position", "none"), "restart_sampling": ("error", "uniform"),
                    "codebook_init": ("kmeans", "random"), "spatial_init": ("random", "sincos"),
                    "recon_loss": ("mse", "l1")}

@@ -120,6 +120,13 @@ class Tokenizer(nn.Module):
             previous = width
         layers += [nn.ConvTranspose2d(previous, C, 4, 2, 1)]
         self.decoder = nn.Sequential(*layers)
+        if config.decoder == "patch":
+            # Each code vector through a per-position MLP to its own cell's pixels (a transposed
+            # conv with kernel = stride = the cell side): a cell's pixels depend on its token only.
+            width, cell = config.patch_width, H // config.grid_size
+            self.decoder = nn.Sequential(
+                nn.Conv2d(config.code_dim, width, 1), nn.SiLU(), nn.Conv2d(width, width, 1),
+                nn.SiLU(), nn.ConvTranspose2d(width, C, cell, cell))
 
     @staticmethod
     def to_input(obs: Tensor) -> Tensor:
