@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -42,13 +43,19 @@ LAYERS = {"num_layers": 2, "embed_dim": 64, "changed_token_weight": 1.0,
 ``--lr``); the family's default size is 4 x 128."""
 
 
+TOKENIZER: dict = {}
+"""Tokenizer settings of this benchmark (``--encoder``, ``--encoder-context``,
+``--codebook-size``, ``--normalize-codes``, ``--decoder``, ``--decoder-norm``); empty = the
+family's defaults."""
+
+
 def _model(history: int, num_games: int, **overrides):
     import worldflux
 
     torch.manual_seed(0)
     return worldflux.create_world_model(
         "token", obs_shape=(3, 64, 64), action_dim=4, action_kind="discrete", device="cpu",
-        history=history, num_games=num_games, **{**LAYERS, **overrides})
+        history=history, num_games=num_games, **{**TOKENIZER, **LAYERS, **overrides})
 
 
 def collect_data(work: Path, args) -> dict[str, dict[str, np.ndarray]]:
@@ -77,6 +84,10 @@ def train_tokenizer(work: Path, data, args) -> dict:
     frames = np.concatenate([data[f"{g}/train"]["obs"].reshape(-1, 3, 64, 64) for g in GAMES])
     frames = torch.from_numpy(frames)
     optimizer = model.optimizers()["tokenizer"]
+    final = args.tokenizer_final_lr
+    # Cosine decay of the learning rate to ``final`` times its start (1 = constant).
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: final + (1 - final) * 0.5 * (
+        1 + math.cos(math.pi * min(s / max(args.tokenizer_steps, 1), 1.0))))
     rng = torch.Generator().manual_seed(0)
     started = time.time()
     model.train()
@@ -87,6 +98,7 @@ def train_tokenizer(work: Path, data, args) -> dict:
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
+        schedule.step()
         if step % 50 == 0 or step == args.tokenizer_steps - 1:
             history.append({"step": step, **out.metrics})
         if (step + 1) % 500 == 0 and step + 1 < args.tokenizer_steps:
@@ -125,12 +137,36 @@ def tokenizer_quality(model, data) -> dict:
                      (10 * torch.log10(1 / error[moving].mean())).item(),
                  "codes_used": int(torch.unique(tokens).numel()),
                  "codebook_size": model.config.codebook_size}
+        entry.update(token_stability(model, d))
         if g == "Breakout64":
             ball = real.min(2).values >= 250
             ball[..., :9, :] = False  # the score above the top wall is white too
             entry["ball_pixel_recall"] = (recon.min(2).values > 127)[ball].float().mean().item()
         result[g] = entry
     return result
+
+
+@torch.no_grad()
+def token_stability(model, d: dict[str, np.ndarray]) -> dict:
+    """How the tokens of consecutive held-out frames (same episode) follow their pixels, as
+    shares of all cells: ``static_cell_token_change`` = the cell's pixels are identical and its
+    token changes (flicker the dynamics would have to predict: the lower the better);
+    ``moving_cell_fraction`` = some of its pixels change; ``moving_cell_token_kept`` = some of
+    its pixels change and its token does not (motion the tokens miss). Also the flicker as a
+    share of the static cells."""
+    obs = torch.from_numpy(d["obs"])
+    N, T = obs.shape[:2]
+    G = model.config.grid_size
+    tokens = model.tokenize(obs.reshape(N * T, *obs.shape[2:])).reshape(N, T, G * G)
+    moving = moving_cells(d, G, valid_only=False)  # [N, T-1, G*G]
+    valid = ~torch.from_numpy(d["is_first"])[:, 1:, None].expand_as(moving)
+    token_changed = tokens[:, 1:] != tokens[:, :-1]
+    static = ~moving & valid
+    total = valid.sum().clamp_min(1)
+    return {"static_cell_token_change": ((token_changed & static).sum() / total).item(),
+            "static_cell_token_change_of_static": token_changed[static].float().mean().item(),
+            "moving_cell_fraction": ((moving & valid).sum() / total).item(),
+            "moving_cell_token_kept": ((~token_changed & moving & valid).sum() / total).item()}
 
 
 def psnr(pred: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -170,15 +206,19 @@ def examples(tokens: torch.Tensor, d: dict[str, np.ndarray], history: int, game:
             "game": torch.full((int(valid.sum()),), game, dtype=torch.long)}
 
 
-def moving_cells(d: dict[str, np.ndarray], grid: int) -> torch.Tensor:
+def moving_cells(d: dict[str, np.ndarray], grid: int, valid_only: bool = True) -> torch.Tensor:
     """``[M, grid*grid]`` (bool, in the order of :func:`examples`): the cells of each predicted
-    frame with a pixel that differs from the frame before (the ball, paddle, player, enemies)."""
+    frame with a pixel that differs from the frame before (the ball, paddle, player, enemies);
+    ``valid_only=False``: ``[N, T-1, grid*grid]`` for every pair of consecutive rows."""
     obs = torch.from_numpy(d["obs"])
     changed = (obs[:, 1:] != obs[:, :-1]).any(2).float()  # [N, T-1, H, H]
     N, T1, H, _ = changed.shape
     cells = torch.nn.functional.max_pool2d(changed.reshape(N * T1, 1, H, H), H // grid) > 0
+    cells = cells.reshape(N, T1, grid * grid)
+    if not valid_only:
+        return cells
     valid = ~torch.from_numpy(d["is_first"])[:, 1:]
-    return cells.reshape(N, T1, grid * grid)[valid]
+    return cells[valid]
 
 
 def _cat(parts: list[dict]) -> dict:
@@ -314,6 +354,49 @@ def _gallery(game: str, start, real, imagined, count: int = 2) -> None:
         .save(GALLERY / f"token_{game}_strip.png")
 
 
+def play_screenshot(work: Path, game: str, seconds: float) -> dict:
+    """The gallery's play screenshot: the ``game`` history-4 model of ``work`` served by
+    ``worldflux play`` (its page in headless chromium through Selenium), holding the right
+    arrow for a while, then the left one; returns the frame rate the page reports."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    from worldflux.play import PlaySession, serve_in_background
+
+    model = _model(4, len(GAMES))
+    model.tokenizer.load_state_dict(load_file(work / "tokenizer.safetensors"))
+    model.dynamics.load_state_dict(load_file(work / f"dynamics_{game}_h4.safetensors"))
+    session = PlaySession(model, game, seed=0)
+    server, url = serve_in_background(session)
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=900,820"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get(url)
+        time.sleep(2.0)
+        body = driver.find_element("tag name", "body")
+        for key in (Keys.ARROW_RIGHT, Keys.ARROW_LEFT):
+            ActionChains(driver).key_down(key, body).perform()
+            time.sleep(seconds / 2)
+            ActionChains(driver).key_up(key, body).perform()
+        fps = float(driver.execute_script(
+            "return document.getElementById('fps').dataset.fps || 0"))
+        GALLERY.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(GALLERY / f"token_play_{game}.png"))
+    finally:
+        driver.quit()
+        server.shutdown()
+        server.server_close()
+    return {"game": game, "page_fps": fps, "steps": len(session.actions_seen)}
+
+
 def plot(result: dict, path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -348,8 +431,10 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks token_games")
-    parser.add_argument("--stage", default="all", choices=["all", "single", "multi", "report"],
-                        help="report: only merge results of stages run before (--merge)")
+    parser.add_argument("--stage", default="all",
+                        choices=["all", "single", "multi", "report", "play"],
+                        help="report: only merge results of stages run before (--merge); play: "
+                             "only the gallery's play screenshot of the trained Breakout64 model")
     parser.add_argument("--work", default="/tmp/worldflux_token_games")
     parser.add_argument("--train-envs", type=int, default=128)
     parser.add_argument("--train-steps", type=int, default=200)
@@ -365,6 +450,21 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--changed-weight", type=float, default=1.0,
                         help="changed_token_weight of the dynamics loss")
     parser.add_argument("--lr", type=float, default=2e-3, help="dynamics learning rate")
+    parser.add_argument("--encoder", default=None, choices=["conv", "cell", "patch"],
+                        help="tokenizer encoder (default: the family's)")
+    parser.add_argument("--encoder-context", type=int, default=None,
+                        help="neighbouring cells a patch-encoder vector sees (0 or 1)")
+    parser.add_argument("--codebook-size", type=int, default=None,
+                        help="tokenizer codes (default: the family's, 128)")
+    parser.add_argument("--normalize-codes", type=int, default=None, choices=[0, 1],
+                        help="l2-normalised codes (default: the family's)")
+    parser.add_argument("--decoder", default=None, choices=["conv", "patch"],
+                        help="tokenizer decoder (default: the family's)")
+    parser.add_argument("--decoder-norm", default=None, choices=["group", "position", "none"],
+                        help="norm in the tokenizer's decoder (default: the family's)")
+    parser.add_argument("--tokenizer-final-lr", type=float, default=1.0,
+                        help="the tokenizer's learning rate decays along a cosine to this "
+                             "fraction of its start (1 = constant)")
     parser.add_argument("--histories", default="1,4", help="histories of the single-game stage")
     parser.add_argument("--merge", default="",
                         help="result names (comma-separated) whose stages ran in other processes")
@@ -373,10 +473,19 @@ def main(argv: list[str]) -> None:
     LAYERS["embed_dim"] = args.embed_dim
     LAYERS["changed_token_weight"] = args.changed_weight
     LAYERS["dynamics_learning_rate"] = args.lr
+    for key, value in (("encoder", args.encoder), ("encoder_context", args.encoder_context),
+                       ("codebook_size", args.codebook_size),
+                       ("normalize_codes", args.normalize_codes),
+                       ("decoder", args.decoder), ("decoder_norm", args.decoder_norm)):
+        if value is not None:
+            TOKENIZER[key] = bool(value) if key == "normalize_codes" else value
     started = time.time()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
+    if args.stage == "play":
+        print(json.dumps(play_screenshot(work, "Breakout64", 8.0)))
+        return
     data = collect_data(work, args)
     tok_result = train_tokenizer(work, data, args)
     tokens = tokenize_all(work, data)

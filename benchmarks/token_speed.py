@@ -5,7 +5,8 @@ drawing them (what ``worldflux play`` does per key press), batch 1, the family's
 (8x8 tokens, 128 codes, history 4, 4 layers x 128). Weights are random: the cost does not depend
 on them. Modes: ``parallel`` (one pass for all 64 tokens), ``causal`` with the KV cache (one new
 position per token) and without it (the whole sequence again for every token). Also batch 16 in
-parallel mode (frames per second over the batch), and the benchmark's 3-layer size.
+parallel mode (frames per second over the batch), the 3-layer size, and the default size with
+token_games' tokenizer (patch encoder, 512 codes, per-position decoder norm).
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def main(argv: list[str]) -> None:
     started = time.time()
     load = os.getloadavg()
     results = {}
-    for label, overrides in (("default_4x128", {}), ("benchmark_3x128", {"num_layers": 3})):
+    for label, overrides in (("default_4x128", {}), ("benchmark_3x128", {"num_layers": 3}),
+                             ("patch_512_codes_4x128", {"encoder": "patch", "codebook_size": 512,
+                                                        "decoder_norm": "position"})):
         torch.manual_seed(0)
         model = worldflux.create_world_model("token", obs_shape=(3, 64, 64), action_dim=4,
                                              action_kind="discrete", device="cpu", **overrides)

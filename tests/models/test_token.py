@@ -177,6 +177,18 @@ def test_dead_codes_are_restarted_at_encoder_outputs():
     assert (distance < 1.0).sum() >= 7  # the unused codes moved to the data
 
 
+def test_tokenizer_training_restarts_dead_codes():
+    # Through Tokenizer.loss (the training path), not only Quantizer.restart_dead: random codes
+    # far from the encoder outputs are dead and must move to them.
+    model = tiny_model(codebook_init="random", restart_every=2)
+    frames = torch.from_numpy(collect(BreakoutBatch(2, seed=0), 8, "random")["obs"].reshape(
+        -1, 3, 64, 64))
+    restarted = [model.tokenizer_loss(frames).metrics["restarted"] for _ in range(4)]
+    assert sum(restarted) > 0
+    with torch.no_grad():
+        assert "restarted" not in model.tokenizer_loss(frames).metrics  # no restarts without grad
+
+
 def test_restarts_favour_badly_reconstructed_vectors_and_kmeans_seeds_rare_ones():
     torch.manual_seed(0)
     common = torch.randn(1000, 2) * 0.05
@@ -238,6 +250,72 @@ def test_tokenizer_keeps_a_small_bright_object():
     # pixels of a 64x64 frame, against Breakout64's 4-pixel ball).
     assert _square_recall(hard_pixel_fraction=0.02) > 0.9
     assert _square_recall(hard_pixel_fraction=0.0) < 0.5
+
+
+def test_patch_encoder_keeps_a_small_bright_object():
+    # Each token from its own cell's pixels only: the square must still get codes of its own.
+    assert _square_recall(hard_pixel_fraction=0.02, encoder="patch") > 0.9
+
+
+def _frames_with_a_moving_square(side: int = 64) -> torch.Tensor:
+    """Two frames ``[2, 3, side, side]``: a fixed pattern (stripes, a block) and a white 4x4
+    square that moves 4 px to the right within the top-left 8x8 cell, everything else equal."""
+    g = torch.Generator().manual_seed(3)
+    frame = torch.randint(0, 256, (3, side, side), generator=g, dtype=torch.uint8)
+    frames = frame.repeat(2, 1, 1, 1)
+    frames[0, :, 2:6, 0:4] = 255
+    frames[1, :, 2:6, 4:8] = 255
+    return frames
+
+
+@pytest.mark.parametrize(("encoder", "context"), [("patch", 0), ("patch", 1), ("conv", 0)])
+def test_tokens_of_a_static_region_stay_when_a_distant_object_moves(encoder, context):
+    model = tiny_model(encoder=encoder, encoder_context=context)
+    with torch.enable_grad():  # k-means start of the codebook on encoder outputs of real frames
+        model.tokenizer_loss(torch.from_numpy(collect(BreakoutBatch(2, seed=0), 8, "random")[
+            "obs"].reshape(-1, 3, 64, 64)))
+    model.eval()
+    frames = _frames_with_a_moving_square()
+    with torch.no_grad():
+        z = model.tokenizer.encode_vectors(frames)  # [2, 8, 8, D]
+        tokens = model.tokenize(frames).reshape(2, 8, 8)
+    # Cells beyond the reach of the moved pixels (cell (0, 0)): own cell only, or the 3x3
+    # neighbourhood too.
+    far = torch.ones(8, 8, dtype=torch.bool)
+    far[:1 + context, :1 + context] = False
+    difference = (z[0] - z[1]).abs().amax(-1)  # [8, 8]
+    if encoder == "patch":
+        assert float(difference[far].max()) < 1e-5
+        assert torch.equal(tokens[0][far], tokens[1][far])
+        assert float(difference[0, 0]) > 1e-3  # the moved square itself is seen
+        if context:
+            assert float(difference[1, 1]) > 1e-3  # a neighbour sees it too
+    else:
+        # The conv encoder normalises over the whole image: every cell's vector moves.
+        assert float(difference[far].min()) > 1e-4
+
+
+@pytest.mark.parametrize(("decoder", "norm", "reach"), [
+    ("patch", "group", 8),  # its own cell only
+    ("conv", "position", 24),  # the 3x3 conv on the grid and the transposed convs: 2 cells
+    ("conv", "group", None)])  # the whole-image GroupNorm: everywhere
+def test_decoder_draws_a_distant_static_region_alike_unless_it_normalises_the_image(
+        decoder, norm, reach):
+    model = tiny_model(encoder="patch", decoder=decoder, decoder_norm=norm).eval()
+    frames = _frames_with_a_moving_square()
+    with torch.no_grad():
+        tokens = model.tokenize(frames)
+        tokens[1] = tokens[0]
+        tokens[1, 0] = (tokens[0, 0] + 1) % model.config.codebook_size  # only cell (0, 0) differs
+        pixels = model.detokenize(tokens)
+    difference = (pixels[0] - pixels[1]).abs().amax(0)
+    assert float(difference[:8, :8].max()) > 1e-2
+    far = torch.ones(64, 64, dtype=torch.bool)
+    far[:reach or 8, :reach or 8] = False
+    if reach:
+        assert float(difference[far].max()) < 1e-3
+    else:
+        assert float(difference[far].min()) > 1e-4
 
 
 def test_learned_codebook_gets_gradients():

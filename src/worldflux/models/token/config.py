@@ -27,14 +27,34 @@ class TokenConfig:
     """Width of a code vector."""
     channels: int = 32
     """Channels of the first conv stage of the tokenizer (later stages: twice as many)."""
-    encoder: Literal["conv", "cell"] = "conv"
+    encoder: Literal["conv", "cell", "patch"] = "conv"
     """``conv``: overlapping 4x4 stride-2 convs with whole-image GroupNorm, so a code also sees
     the neighbouring cells and the frame's statistics; ``cell``: the same layers run on each
-    cell alone, so a cell whose pixels do not change keeps its token. Measured on Breakout64 /
-    Collect64 (benchmarks/RESULTS.md): with ``conv``, 20% / 15% of the cells change token
-    between consecutive frames while their pixels do not (noise for the dynamics), but
-    ``cell`` learned the 2x2 ball much more slowly (12% of its pixels after 800 steps, against
-    64%), so ``conv`` stays the default."""
+    cell alone; ``patch``: each cell's pixels through a linear map and a per-position MLP (no
+    norm over the image; ``encoder_context`` = 1 adds the 8 neighbouring cells). With ``cell``
+    or ``patch`` (context 0) a cell whose pixels do not change keeps its token. Measured on
+    Breakout64 / Collect64 (benchmarks/RESULTS.md, "Game world models"): with ``conv``, 20% /
+    15% of the cells change token between consecutive frames while their pixels do not (noise
+    for the dynamics); ``patch`` makes that 0%, but each cell's code must then carry the
+    position of a small object inside it on its own, which needs more codes (the benchmark
+    uses 512)."""
+    patch_width: int = 256
+    """Hidden width of the ``patch`` encoder."""
+    patch_norm: bool = False
+    """Per-position LayerNorm after each hidden layer of the ``patch`` encoder. Off by default:
+    right after the linear map of a cell's pixels it keeps only the direction of the vector, so
+    cells of one colour at different brightness look alike to the rest of the encoder."""
+    encoder_context: int = 0
+    """Neighbouring cells each ``patch`` encoder vector sees: 0 (its own cell only) or 1 (a 3x3
+    conv on the grid: also the 8 cells around it)."""
+    decoder: Literal["conv", "patch"] = "conv"
+    """``conv``: a 3x3 conv on the grid and transposed convs (a cell's pixels also depend on
+    the tokens of the two cells around it); ``patch``: a per-position MLP from each code
+    vector to its own cell's pixels (the mirror of the ``patch`` encoder)."""
+    decoder_norm: Literal["group", "position", "none"] = "group"
+    """Norm after the decoder's hidden transposed convs: ``group`` = GroupNorm over the whole
+    image (one group), so every pixel's colour also depends on the rest of the frame;
+    ``position`` = LayerNorm over the channels of each position alone; ``none``."""
     codebook_update: Literal["ema", "learned"] = "ema"
     """``ema``: codes follow an exponential moving average of the encoder outputs assigned to
     them (VQ-VAE, van den Oord et al. 2017, appendix A.1); ``learned``: codes are parameters
@@ -52,6 +72,10 @@ class TokenConfig:
     """Where dead codes restart: at encoder outputs drawn in proportion to their cell's
     reconstruction error (``error``: rare objects that the codebook misses get codes), or drawn
     uniformly from the batch (``uniform``, Jukebox's rule)."""
+    normalize_codes: bool = False
+    """Quantise ``z / ||z||`` against unit-length codes (nearest code = highest cosine
+    similarity), as ViT-VQGAN does to keep the codebook in use (Yu et al. 2022, "Vector-quantized
+    image modeling with improved VQGAN", section 3.2: l2-normalised codes)."""
     codebook_init: Literal["kmeans", "random"] = "kmeans"
     """``kmeans``: the codebook starts as k-means++ / Lloyd centres of the first training
     batch's encoder outputs (data-driven initialisation, Łańcucki et al. 2020); ``random``:
@@ -125,7 +149,8 @@ class TokenConfig:
                     "code_dim": self.code_dim, "channels": self.channels,
                     "history": self.history, "embed_dim": self.embed_dim,
                     "num_layers": self.num_layers, "num_heads": self.num_heads,
-                    "mlp_ratio": self.mlp_ratio, "num_games": self.num_games}
+                    "mlp_ratio": self.mlp_ratio, "num_games": self.num_games,
+                    "patch_width": self.patch_width}
         for name, value in positive.items():
             if int(value) < 1:
                 raise ConfigError(f"{name}: got {value}, expected an integer >= 1")
@@ -135,7 +160,11 @@ class TokenConfig:
         if self.codebook_update not in ("ema", "learned"):
             raise ConfigError(f"codebook_update: got {self.codebook_update!r}, expected 'ema' or "
                               "'learned'")
-        choices = {"encoder": ("conv", "cell"), "restart_sampling": ("error", "uniform"),
+        if self.encoder_context not in (0, 1):
+            raise ConfigError(f"encoder_context: got {self.encoder_context}, expected 0 or 1")
+        choices = {"encoder": ("conv", "cell", "patch"),
+                   "decoder": ("conv", "patch"),
+                   "decoder_norm": ("group", "position", "none"), "restart_sampling": ("error", "uniform"),
                    "codebook_init": ("kmeans", "random"), "spatial_init": ("random", "sincos"),
                    "recon_loss": ("mse", "l1")}
         for name, allowed in choices.items():

@@ -73,9 +73,14 @@ class Quantizer(nn.Module):
         # Training updates so far; 0 also means "not initialised from data yet".
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
 
+    def prepare(self, z: Tensor) -> Tensor:
+        """The vectors that are quantised: ``z`` itself, or ``z / ||z||`` with
+        ``normalize_codes`` (then the codes are unit vectors too)."""
+        return F.normalize(z, dim=-1) if self.config.normalize_codes else z
+
     def indices(self, z: Tensor) -> Tensor:
         """Nearest code ``[...]`` (int64) of each vector ``z [..., D]``."""
-        flat = z.reshape(-1, z.shape[-1])
+        flat = self.prepare(z.reshape(-1, z.shape[-1]))
         return squared_distances(flat, self.codebook).argmin(1).reshape(z.shape[:-1])
 
     def lookup(self, indices: Tensor) -> Tensor:
@@ -88,6 +93,7 @@ class Quantizer(nn.Module):
         mode the codebook is first initialised from ``z`` (``codebook_init="kmeans"``) and the
         EMA statistics update; dead codes restart in :meth:`restart_dead`."""
         training = self.training and torch.is_grad_enabled()
+        z = self.prepare(z)
         if training and int(self.steps) == 0 and self.config.codebook_init == "kmeans":
             self._initialise(z.detach())
         idx = self.indices(z)
@@ -105,12 +111,21 @@ class Quantizer(nn.Module):
                    "perplexity": float(perplexity)}
         return quantised, idx, loss, metrics
 
+    def _grace(self) -> float:
+        """Usage given to a fresh code: twice the dead threshold, i.e. about 70 training steps
+        unused (EMA decay 0.99) before it is restarted again."""
+        return 2.0 * self.config.dead_code_threshold
+
     @torch.no_grad()
     def _initialise(self, z: Tensor) -> None:
         codes, counts = kmeans(z, self.config.codebook_size)
-        self.codebook.data.copy_(codes)
+        self.codebook.data.copy_(self.prepare(codes))
         self.cluster_size.copy_(counts.clamp_min(1.0))
-        self.usage.copy_(counts.clamp_min(1.0))
+        # Centres of k-means on the untrained encoder's outputs lose their vectors as the encoder
+        # learns; starting every usage at a restart's grace lets the restarts reach
+        # them within ~70 steps instead of after their (up to thousands of) k-means counts
+        # have decayed.
+        self.usage.fill_(self._grace())
         if self.config.codebook_update == "ema":
             self.code_sum.copy_(codes * self.cluster_size[:, None])
 
@@ -126,7 +141,7 @@ class Quantizer(nn.Module):
             n = self.cluster_size.sum()
             # Laplace smoothing keeps rarely used codes from dividing by ~0 (VQ-VAE appendix).
             size = (self.cluster_size + 1e-5) / (n + K * 1e-5) * n
-            self.codebook.copy_(self.code_sum / size.unsqueeze(1))
+            self.codebook.copy_(self.prepare(self.code_sum / size.unsqueeze(1)))
         self.steps.add_(1)
 
     @torch.no_grad()
@@ -147,10 +162,11 @@ class Quantizer(nn.Module):
         else:
             weights = torch.ones(z.shape[0], device=z.device)
         pick = torch.multinomial(weights, count, replacement=count > z.shape[0])
-        fresh = z[pick] + 0.01 * z.std() * torch.randn_like(z[pick])
+        z = self.prepare(z)
+        fresh = self.prepare(z[pick] + 0.01 * z.std() * torch.randn_like(z[pick]))
         self.codebook.data[dead] = fresh
         self.cluster_size[dead] = 1.0
-        self.usage[dead] = 1.0  # a grace period before it can be restarted again
+        self.usage[dead] = self._grace()  # a grace period before it can be restarted again
         if self.config.codebook_update == "ema":
             self.code_sum[dead] = fresh
         return count

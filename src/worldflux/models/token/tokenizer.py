@@ -1,8 +1,9 @@
 """VQ-VAE tokenizer: 64x64 frames <-> a grid of discrete codes.
 
-Encoder: stride-2 conv stages down to ``grid x grid`` cells (by default non-overlapping, so
-that each cell's code depends on its own pixels only), each mapped to a ``code_dim`` vector and snapped to its nearest code (straight-through gradients). Decoder: the mirror image,
-from code vectors back to pixels. Codes start from k-means of the first batch's encoder
+Encoder (``TokenConfig.encoder``): overlapping stride-2 conv stages down to ``grid x grid``
+cells (``conv``), or a per-cell MLP on each cell's own pixels (``patch``: a cell whose pixels do
+not change keeps its code), each cell mapped to a ``code_dim`` vector and snapped to its nearest
+code (straight-through gradients). Decoder: transposed convs from code vectors back to pixels. Codes start from k-means of the first batch's encoder
 outputs, update by EMA (or as parameters), and unused codes are restarted at encoder outputs of
 the current batch whose cells are reconstructed worst (see :mod:`.quantizer`).
 """
@@ -41,6 +42,35 @@ class CellEncoder(nn.Module):
         return out.reshape(N, G, G, -1).permute(0, 3, 1, 2)
 
 
+class PositionNorm(nn.Module):
+    """LayerNorm over the channels of each position of ``[N, C, H, W]`` on its own: unlike
+    GroupNorm over the whole image, a position's output does not depend on the other
+    positions' values."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _patch_encoder(channels: int, cell: int, width: int, code_dim: int, context: int,
+                   norms: bool) -> nn.Sequential:
+    """Each cell's ``cell x cell`` pixels through a linear map (a ``cell``-stride conv), then
+    a per-position MLP with per-position norms; ``context = 1`` adds a 3x3 conv on the grid
+    (each vector also sees the 8 neighbouring cells). Nothing normalises over the image, so a
+    vector depends on its own cell's pixels (and its neighbours' with ``context = 1``) only."""
+    def norm() -> list[nn.Module]:
+        return [PositionNorm(width)] if norms else []
+
+    layers: list[nn.Module] = [nn.Conv2d(channels, width, cell, cell), *norm(), nn.SiLU()]
+    if context:
+        layers += [nn.Conv2d(width, width, 3, 1, 1), *norm(), nn.SiLU()]
+    layers += [nn.Conv2d(width, width, 1), *norm(), nn.SiLU(), nn.Conv2d(width, code_dim, 1)]
+    return nn.Sequential(*layers)
+
+
 def _conv_encoder(channels: int, widths: list[int], code_dim: int) -> nn.Sequential:
     """Overlapping 4x4 stride-2 convs with whole-image GroupNorm and a 3x3 conv on the grid:
     each vector also sees the neighbouring cells (and the frame's statistics)."""
@@ -51,6 +81,14 @@ def _conv_encoder(channels: int, widths: list[int], code_dim: int) -> nn.Sequent
         previous = width
     return nn.Sequential(*layers, nn.Conv2d(previous, previous, 3, 1, 1), nn.SiLU(),
                          nn.Conv2d(previous, code_dim, 1))
+
+
+def _norm(kind: str, width: int) -> list[nn.Module]:
+    if kind == "group":
+        return [nn.GroupNorm(1, width)]
+    if kind == "position":
+        return [PositionNorm(width)]
+    return []
 
 
 class Tokenizer(nn.Module):
@@ -65,18 +103,30 @@ class Tokenizer(nn.Module):
         C, H, _ = obs_shape
         stages = int(math.log2(H // config.grid_size))
         widths = [config.channels * min(2 ** i, 2) for i in range(stages)]
-        self.encoder = _conv_encoder(C, widths, config.code_dim)
+        if config.encoder == "patch":
+            self.encoder = _patch_encoder(C, H // config.grid_size, config.patch_width,
+                                          config.code_dim, config.encoder_context,
+                                          config.patch_norm)
+        else:
+            self.encoder = _conv_encoder(C, widths, config.code_dim)
         if config.encoder == "cell":
             self.encoder = CellEncoder(self.encoder, config.grid_size)
         previous = widths[-1]
         self.quantizer = Quantizer(config)
         layers = [nn.Conv2d(config.code_dim, previous, 3, 1, 1), nn.SiLU()]
         for width in reversed(widths[:-1]):
-            layers += [nn.ConvTranspose2d(previous, width, 4, 2, 1), nn.GroupNorm(1, width),
-                       nn.SiLU()]
+            layers += [nn.ConvTranspose2d(previous, width, 4, 2, 1), *_norm(config.decoder_norm,
+                                                                            width), nn.SiLU()]
             previous = width
         layers += [nn.ConvTranspose2d(previous, C, 4, 2, 1)]
         self.decoder = nn.Sequential(*layers)
+        if config.decoder == "patch":
+            # Each code vector through a per-position MLP to its own cell's pixels (a transposed
+            # conv with kernel = stride = the cell side): a cell's pixels depend on its token only.
+            width, cell = config.patch_width, H // config.grid_size
+            self.decoder = nn.Sequential(
+                nn.Conv2d(config.code_dim, width, 1), nn.SiLU(), nn.Conv2d(width, width, 1),
+                nn.SiLU(), nn.ConvTranspose2d(width, C, cell, cell))
 
     @staticmethod
     def to_input(obs: Tensor) -> Tensor:
@@ -108,6 +158,8 @@ class Tokenizer(nn.Module):
 
         Metrics: ``psnr`` (dB, on the 0..1 scale), ``codes_used`` (fraction of the codebook
         used in this batch), ``perplexity`` of the code distribution, ``restarted`` codes."""
+        # Read before the no_grad block below, inside which is_grad_enabled() is always False.
+        training = self.training and torch.is_grad_enabled()
         x = self.to_input(obs)
         z = self.encoder(x).permute(0, 2, 3, 1)
         flat = z.reshape(-1, z.shape[-1])
@@ -127,7 +179,7 @@ class Tokenizer(nn.Module):
         with torch.no_grad():
             squared = (recon.clamp(-0.5, 0.5) - x).pow(2)
             clipped = squared.mean()
-            if self.training and torch.is_grad_enabled():
+            if training:
                 G = self.config.grid_size
                 cell_error = F.adaptive_avg_pool2d(squared.mean(1, keepdim=True), G)  # [N,1,G,G]
                 metrics["restarted"] = float(self.quantizer.restart_dead(
