@@ -35,6 +35,14 @@ def test_torchrun_two_cpu_processes_keep_identical_replicas_and_learn(tmp_path):
            "--set", "train.eval_episodes=1", "--set", "train.tensorboard=false",
            "--set", "train.log_every=200"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # Seen once in 6 runs of the suite on a loaded 2-core machine (rank 1 aborted by
+        # std::terminate inside the gloo/torch runtime, stderr had no Python traceback): one
+        # retry on a fresh port and directory, so that the assertions below still decide.
+        out = tmp_path / "run_retry"
+        cmd[cmd.index("--master_port") + 1] = str(_free_port())
+        cmd[cmd.index("--out") + 1] = str(out)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     summary = json.loads((out / "summary.json").read_text())
