@@ -39,13 +39,19 @@ def _build(family: str, obs_shape=(5,), **overrides) -> LatentModel:
                                         **config)
 
 
-def _fit(model: LatentModel, steps: int, n: int = 1024) -> LatentModel:
-    obs, action, reward, next_obs = _transitions(n, seed=0)
+def _fit(model: LatentModel, steps: int, n: int = 1024, data: tuple | None = None,
+         members: int | None = None) -> LatentModel:
+    """``steps`` Adam steps of ``transition_loss`` on ``data`` (``obs, action, reward,
+    next_obs``; default ``n`` transitions of the 2D task), batches of 128 rows for ``members``
+    rows of members (default: each member its own draw)."""
+    obs, action, reward, next_obs = data if data is not None else _transitions(n, seed=0)
+    n = obs.shape[0]
+    members = model.config.ensemble_size if members is None else members
     model.fit_normalizers(obs, action, reward, next_obs)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):
-        idx = torch.randint(n, (model.config.ensemble_size, 128), generator=g)
+        idx = torch.randint(n, (members, 128), generator=g)
         out = model.transition_loss(obs[idx], action[idx], reward[idx], next_obs[idx])
         optimizer.zero_grad()
         out.loss.backward()
@@ -346,16 +352,7 @@ def test_potential_reward_head_learns_a_progress_reward():
     obs, action, _, next_obs = _transitions(1024, seed=0)
     p, next_p = obs @ torch.linalg.pinv(MIX).T, next_obs @ torch.linalg.pinv(MIX).T
     reward = p.norm(dim=-1) - next_p.norm(dim=-1) - 0.05 * action.pow(2).sum(-1)
-    model.fit_normalizers(obs, action, reward, next_obs)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(1)
-    for _ in range(300):
-        idx = torch.randint(1024, (1, 128), generator=g)
-        out = model.transition_loss(obs[idx], action[idx], reward[idx], next_obs[idx])
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-    model.eval()
+    _fit(model, 300, data=(obs, action, reward, next_obs), members=1)
     with torch.no_grad():
         z, next_z = model.encode_latent(obs), model.encode_latent(next_obs)
         predicted = model._reward(z, action, next_z)
@@ -455,22 +452,14 @@ def test_huber_reward_head_keeps_the_dense_reward_under_rare_large_bonuses():
     reward = progress + 10.0 * bonus
     errors = {}
     for delta in (None, 0.3):
-        model = _build("latent-mlp", latent_size=8, reward_huber_delta=delta)
-        model.fit_normalizers(obs, action, reward, next_obs)
-        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-        g = torch.Generator().manual_seed(1)
-        for _ in range(300):
-            idx = torch.randint(2048, (1, 128), generator=g)
-            out = model.transition_loss(obs[idx], action[idx], reward[idx], next_obs[idx])
-            optimizer.zero_grad()
-            out.loss.backward()
-            optimizer.step()
+        model = _fit(_build("latent-mlp", latent_size=8, reward_huber_delta=delta), 300,
+                     data=(obs, action, reward, next_obs), members=1)
         with torch.no_grad():
             test_obs, test_action, _, test_next = _transitions(1024, seed=5)
             tp = test_next @ torch.linalg.pinv(MIX).T
             keep = tp.norm(dim=-1) >= 0.12
             truth = (test_obs @ torch.linalg.pinv(MIX).T).norm(dim=-1) - tp.norm(dim=-1)
-            predicted = model.eval()._reward(model.encode_latent(test_obs), test_action,
+            predicted = model._reward(model.encode_latent(test_obs), test_action,
                                              model.encode_latent(test_next))
             errors[delta] = float((predicted - truth)[keep].pow(2).mean() / truth[keep].var())
     assert errors[0.3] < 0.5 * errors[None], errors
