@@ -37,7 +37,8 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "numpy": numpy.__version__,
-            "platform": platform.platform(), "gpu": torch.cuda.is_available()}
+            "platform": platform.platform(), "gpu": torch.cuda.is_available(),
+            "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def git_commit() -> str:

@@ -48,7 +48,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--presets", default="1,5", help="model sizes (millions of parameters)")
     parser.add_argument("--threads", default="1,2", help="torch thread counts")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--name", default=None,
+                        help="result name (default tdmpc2_speed, tdmpc2_speed_cuda on a GPU)")
     args = parser.parse_args(argv)
+    from worldflux.core.device import resolve_device
+
+    device = resolve_device(args.device)
+    name = args.name or ("tdmpc2_speed" if device.type == "cpu" else f"tdmpc2_speed_{device.type}")
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     started = time.time()
     obs_dim, action_dim = 5, 1
     presets = [int(p) for p in args.presets.split(",")]
@@ -58,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     agents, params = {}, {}
     for preset in presets:
         agent = build_agent("tdmpc2", ObservationSpec((obs_dim,)), ActionSpec(action_dim),
-                            device=torch.device("cpu"), seed=args.seed,
+                            device=device, seed=args.seed,
                             overrides={"model.model_size": str(preset)})
         agent.set_episode_length(500)
         agent.env_steps = 10**9  # past the seed phase: act() plans
@@ -72,10 +84,13 @@ def main(argv: list[str] | None = None) -> None:
         for preset, agent in agents.items():
             for threads in thread_counts:
                 torch.set_num_threads(threads)
+                sync()
                 t0 = time.perf_counter()
                 for _ in range(args.updates):
                     agent.train_step(buffer)
+                sync()
                 update_ms = (time.perf_counter() - t0) / args.updates * 1000
+                sync()
                 t0 = time.perf_counter()
                 for _ in range(args.decisions):
                     agent.act(obs, explore=True)
@@ -109,11 +124,12 @@ def main(argv: list[str] | None = None) -> None:
     ax.bar(x + 0.2, decs, 0.4, label="planning decision (MPPI 6 x 512)")
     ax.set_xticks(x, [k.replace("_", ", ").replace("t", " thr") for k in labels])
     ax.set_ylabel("ms (median over rounds)")
-    ax.set_title("TD-MPC2 on this CPU")
+    ax.set_title(f"TD-MPC2 on {device.type}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(plot_path("tdmpc2_speed"), dpi=120)
-    path = write_result("tdmpc2_speed", {
+    fig.savefig(plot_path(name), dpi=120)
+    path = write_result(name, {
+        "device": str(device),
         "seed": args.seed, "rounds": args.rounds, "updates_per_round": args.updates,
         "decisions_per_round": args.decisions, "obs_dim": obs_dim, "action_dim": action_dim,
         "settings": "official defaults: batch 256, horizon 3, MPPI 6 iterations, 488 + 24 "
