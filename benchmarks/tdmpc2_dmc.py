@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", default=None, help=f"run directories (default runs/{NAME}/TASK)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra agent-config override (repeatable)")
+    parser.add_argument("--note", default="", help="free text recorded in the result (e.g. why "
+                        "a run stopped early)")
     parser.add_argument("--report", action="store_true",
                         help="only rebuild the result files from the run directories")
     args = parser.parse_args(argv)
@@ -172,7 +174,13 @@ def main(argv: list[str] | None = None) -> None:
     extra = dict(item.split("=", 1) for item in args.set)
     settings = {"steps": args.steps, "preset": f"{args.preset}M", "action_repeat": 2,
                 "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
-                "overrides": extra, "other": "every other setting at the official default"}
+                "overrides": extra, "other": "every other setting at the official default",
+                "training_command": f"python -m benchmarks {NAME} --task {args.task} --seeds "
+                                    f"{args.seeds} --steps {args.steps} --preset {args.preset} "
+                                    f"--device {args.device} --eval-every {args.eval_every} "
+                                    f"--eval-episodes {args.eval_episodes}"
+                                    + "".join(f" --set {item}" for item in args.set),
+                "note": args.note}
     if not args.report:
         seeds = [int(s) for s in args.seeds.split(",")]
         train_seeds(args.task, seeds, args.steps, args.device, args.preset, args.eval_every,
