@@ -127,6 +127,14 @@ def online_rounds(agent, seed: int, args, pixels: bool, pool: dict[str, list]) -
                        "fit_s": round(time.time() - started, 1),
                        "holdout_mse": float(fit.get("model/holdout_mse", float("nan"))),
                        "reward_mse": float(fit.get("model/reward_mse", float("nan")))})
+        every = args.eval_every_rounds
+        if every and (r + 1) % every == 0 and r + 1 < args.online_rounds:
+            # The held-out flights of the final evaluation, flown with this round's model.
+            held_out = fly(agent, seed, args.eval_episodes, pixels)
+            rounds[-1].update({"heldout_success": held_out["success_rate"],
+                               "heldout_final_distance_median":
+                                   held_out["final_goal_distance_median"],
+                               "heldout_contacts": held_out["contacts_per_episode"]})
         print(seed, "online", json.dumps(rounds[-1]), flush=True)
     return rounds
 
@@ -203,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--online-episodes", type=int, default=6, help="flights per round")
     parser.add_argument("--online-noise", type=float, default=0.3,
                         help="std of the Gaussian noise on planned actions in online flights")
+    parser.add_argument("--eval-every-rounds", type=int, default=0,
+                        help="also fly the held-out evaluation after every K-th online round "
+                             "(success against rounds); 0 = only at the end")
     parser.add_argument("--agents", nargs="+", default=["pixel"])
     parser.add_argument("--name-suffix", default="")
     parser.add_argument("--merge", nargs="+", metavar="NAME",

@@ -244,6 +244,36 @@ def test_imagination_weights_discount_by_the_continue_flags():
     assert w[:, 0].tolist() == pytest.approx([1.0, 1 - 1 / 333, (1 - 1 / 333) ** 2])
 
 
+@pytest.mark.parametrize("mode, expected", [("mode", 1.0), ("probability", 0.75)])
+def test_imagined_continue_mode_or_probability(monkeypatch, mode, expected):
+    """The continue head discounts imagined states by its mode (paper v1) or its probability
+    (current reference): with p(continue) = 0.75 everywhere, the flags are 1 or 0.75."""
+    import worldflux.agents.dreamerv3 as dv3
+
+    agent = tiny_agent("discrete", imagined_continue=mode)
+    last = agent.model.cont_head[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(math.log(0.75 / 0.25))
+    seen = {}
+    real = dv3.imagination_weights
+
+    def spy(cont, gamma):
+        seen["cont"] = cont.detach().clone()
+        return real(cont, gamma)
+
+    monkeypatch.setattr(dv3, "imagination_weights", spy)
+    batch = to_torch(random_buffer(agent).sample(4, 8))
+    _, seq = agent.model.world_model_loss(batch)
+    starts = {"deter": seq["deter"].detach().flatten(0, 1),
+              "stoch": seq["stoch"].detach().flatten(0, 1), "cont": torch.ones(32)}
+    agent.actor_critic_losses(starts)
+    cont = seen["cont"]
+    assert cont.shape == (6, 32)  # states 0..H of 32 starts, H = 5
+    assert torch.all(cont[0] == 1.0)  # the starts' own flags
+    assert torch.allclose(cont[1:], torch.full((5, 32), expected))
+
+
 def test_actor_loss_reinforce_hand_values_and_stop_gradient():
     from worldflux.agents.dreamerv3 import actor_loss
 
