@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, load_anchors, machine, plot_path, pyplot, write_result
+from benchmarks.common import load_anchors, machine, plot_path, pyplot, write_result
 
 NAME = "tdmpc2_dmc"
 ROOT = Path(__file__).resolve().parent.parent / "runs" / NAME
