@@ -89,14 +89,15 @@ class DreamerV3AgentConfig:
     """Discount horizon: ``gamma = 1 - 1 / horizon`` (paper: 333, gamma 0.997)."""
     return_lambda: float = 0.95
     """lambda of the lambda-returns (paper: 0.95)."""
-    imagined_continue: Literal["mode", "probability"] = "mode"
-    """How the continue head discounts imagined states: ``mode`` (paper v1 reference
-    ``imagine``: ``cont = head.mode()``, 1 unless ``p(continue) < 0.5``) or ``probability``
-    (the current reference release: ``con(inp).prob(1)``). On CartPole-v1, where only the
+    imagined_continue: Literal["mode", "probability"] = "probability"
+    """How the continue head discounts imagined states: ``probability`` (the current reference
+    release, ``con(inp).prob(1)``) or ``mode`` (paper v1 reference ``imagine``:
+    ``cont = head.mode()``, 1 unless ``p(continue) < 0.5``). On CartPole-v1, where only the
     continue head tells a falling pole from a balanced one (the reward is 1 either way), the
     mode hid most episode ends: at 22.5k steps the head gave real terminal rows p = 0.66 on
-    average (70% of them above 0.5), and 3.6% of imagined 15-step rollouts ended where about
-    18% of real ones do (``benchmarks/RESULTS.md``, DreamerV3 on CartPole)."""
+    average (70% of them above 0.5), and 3.6% of imagined 15-step rollouts ended where 17% of
+    real ones do. With the probability, 3 seeds reached evaluation returns of 194-297 at 10k
+    steps, against 29-164 with the mode (``benchmarks/RESULTS.md``, DreamerV3 on CartPole)."""
     actor_entropy: float = 3e-4
     """Entropy regulariser eta of the actor (paper: 3e-4)."""
     retnorm_decay: float = 0.99
