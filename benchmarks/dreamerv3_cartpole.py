@@ -92,20 +92,24 @@ def _aggregate(started: float) -> None:
                             "final_eval": r["evals"][-1] if r["evals"] else None}
                                   for r in runs}}, started)
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    tags = sorted({r.get("tag", "") for r in runs})
+    markers = "osD^v*"
     for r in runs:
+        color = f"C{tags.index(r.get('tag', '')) % 10}"  # one colour per variant
         if r["episodes"]:
             xs, ys = zip(*r["episodes"], strict=True)
-            ax.plot(xs, ys, alpha=0.3, lw=0.8)
+            ax.plot(xs, ys, alpha=0.15, lw=0.6, color=color)
         if r["evals"]:
-            ax.plot([e["step"] for e in r["evals"]], [e["mean"] for e in r["evals"]], "o-",
+            ax.plot([e["step"] for e in r["evals"]], [e["mean"] for e in r["evals"]],
+                    marker=markers[r["seed"] % len(markers)], color=color, lw=1.2,
                     label=f"{_run_name(r['seed'], r.get('tag', ''))} eval "
                           f"({r['elapsed_s'] / 60:.0f} min)")
     ax.axhline(TARGET, color="k", ls="--", lw=0.8, label=f"target {TARGET:.0f}")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("return")
     ax.set_title("DreamerV3 on CartPole-v1 (training episodes faint, evaluations dots)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(plot_path(NAME), dpi=120)
 
