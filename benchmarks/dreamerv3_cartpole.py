@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import RESULTS, plot_path, pyplot, write_result
+from benchmarks.learning import compact_run
 
 NAME = "dreamerv3_cartpole"
 ROOT = Path(__file__).resolve().parent.parent / "runs" / NAME
@@ -50,29 +51,8 @@ def _train(seed: int, steps: int, train_ratio: float, size: str, eval_every: int
           resume=(out / "config.json").is_file())
 
 
-def _read(run_dir: Path) -> dict:
-    episodes, evals = [], []
-    metrics = run_dir / "metrics.jsonl"
-    last_elapsed = 0.0
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            last_elapsed = max(last_elapsed, float(row.get("elapsed", 0.0)))
-            if "episode/return" in row:
-                episodes.append([row["step"], row["episode/return"]])
-    eval_file = run_dir / "eval.jsonl"
-    if eval_file.is_file():
-        evals = [json.loads(line) for line in eval_file.read_text().splitlines() if line]
-    summary = run_dir / "summary.json"
-    return {"episodes": episodes,
-            "evals": [{"step": e["step"], "mean": e["mean"], "std": e["std"]} for e in evals],
-            "finished": summary.is_file(), "elapsed_s": round(last_elapsed, 1)}
-
-
 def _seed_report(seed: int, tag: str, settings: dict) -> dict:
-    run = _read(ROOT / _run_name(seed, tag))
+    run = compact_run(ROOT / _run_name(seed, tag))
     steps = [e["step"] for e in run["evals"] if e["mean"] >= TARGET]
     run.update({"seed": seed, "tag": tag, "settings": settings,
                 "first_eval_step_at_target": steps[0] if steps else None,

@@ -12,26 +12,35 @@ from typing import Any
 
 
 def run_seed(agent: str, train: dict[str, Any], overrides: dict[str, str], out_dir: str,
-             threads: int) -> subprocess.Popen:
-    """Start one training run in a child process (``torch`` limited to ``threads``)."""
+             threads: int, log: Path | None = None) -> subprocess.Popen:
+    """Start one training run in a child process (``torch`` limited to ``threads``). A run
+    directory that already holds a run (``config.json``) continues from its newest checkpoint.
+    With ``log``, the child's output is appended to that file."""
     code = (
-        "import json, sys, torch\n"
+        "import json, pathlib, sys, torch\n"
         f"torch.set_num_threads({threads})\n"
         "from worldflux.training.config import TrainConfig\n"
         "from worldflux.training.loop import train\n"
         "args = json.loads(sys.argv[1])\n"
         "train(args['agent'], TrainConfig(**args['train']), args['overrides'], args['out'],"
-        " progress=False)\n"
+        " progress=False, resume=(pathlib.Path(args['out']) / 'config.json').is_file())\n"
     )
     payload = json.dumps({"agent": agent, "train": train, "overrides": overrides, "out": out_dir})
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    return subprocess.Popen([sys.executable, "-c", code, payload], env=env)
+    if log is None:
+        return subprocess.Popen([sys.executable, "-c", code, payload], env=env)
+    with open(log, "a", encoding="utf-8") as fh:  # the child keeps its own copy of the handle
+        return subprocess.Popen([sys.executable, "-c", code, payload], env=env, stdout=fh,
+                                stderr=subprocess.STDOUT)
 
 
 def run_seeds(agent: str, train: dict[str, Any], overrides: dict[str, str], seeds: list[int],
-              jobs: int, root: str | None = None) -> dict[int, Path]:
-    """Train every seed (``jobs`` at a time, threads split between them); returns run dirs."""
+              jobs: int, root: str | os.PathLike | None = None,
+              logs: bool = False) -> dict[int, Path]:
+    """Train every seed (``jobs`` at a time, threads split between them) in ``ROOT/seed<S>``;
+    returns the run dirs. With ``logs``, each seed's output goes to ``ROOT/seed<S>.log``."""
     root_dir = Path(root or tempfile.mkdtemp(prefix="wf-bench-"))
+    root_dir.mkdir(parents=True, exist_ok=True)
     threads = int(os.environ.get("WF_BENCH_THREADS", 0)) or max(1, (os.cpu_count() or 1) // jobs)
     pending = list(seeds)
     running: list[tuple[int, subprocess.Popen]] = []
@@ -41,7 +50,9 @@ def run_seeds(agent: str, train: dict[str, Any], overrides: dict[str, str], seed
             seed = pending.pop(0)
             out = root_dir / f"seed{seed}"
             dirs[seed] = out
-            running.append((seed, run_seed(agent, {**train, "seed": seed}, overrides, str(out), threads)))
+            log = root_dir / f"seed{seed}.log" if logs else None
+            running.append((seed, run_seed(agent, {**train, "seed": seed}, overrides, str(out),
+                                           threads, log)))
         seed, proc = running.pop(0)
         if proc.wait() != 0:
             raise RuntimeError(f"training seed {seed} failed with exit code {proc.returncode}")
@@ -49,15 +60,31 @@ def run_seeds(agent: str, train: dict[str, Any], overrides: dict[str, str], seed
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """Episode returns (training), evaluations and the summary of a finished run."""
-    episodes, evals = [], []
-    with open(run_dir / "metrics.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            if "episode/return" in row:
-                episodes.append({"step": row["step"], "return": row["episode/return"]})
+    """Episode returns (training), evaluations, the training wall time so far and the summary
+    (None while the run is unfinished) of a run directory."""
+    episodes, evals, elapsed = [], [], 0.0
+    metrics = run_dir / "metrics.jsonl"
+    for line in metrics.read_text(encoding="utf-8").splitlines() if metrics.is_file() else []:
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        elapsed = max(elapsed, float(row.get("elapsed", 0.0)))
+        if "episode/return" in row:
+            episodes.append({"step": row["step"], "return": row["episode/return"]})
     eval_file = run_dir / "eval.jsonl"
     if eval_file.exists():
         evals = [json.loads(line) for line in eval_file.read_text().splitlines() if line]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return {"episodes": episodes, "evals": evals, "summary": summary}
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    return {"episodes": episodes, "evals": evals, "summary": summary,
+            "elapsed_s": round(elapsed, 1)}
+
+
+def compact_run(run_dir: Path) -> dict[str, Any]:
+    """:func:`read_run` for result files: evaluations as ``{step, mean, std, episodes}``,
+    training episodes as ``[step, return]``, the wall time and whether the run finished."""
+    run = read_run(run_dir)
+    return {"evals": [{"step": e["step"], "mean": round(e["mean"], 1), "std": round(e["std"], 1),
+                       "episodes": len(e["returns"])} for e in run["evals"]],
+            "episodes": [[e["step"], round(e["return"], 1)] for e in run["episodes"]],
+            "elapsed_s": run["elapsed_s"], "finished": run["summary"] is not None}

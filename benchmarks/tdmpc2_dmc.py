@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from benchmarks.common import load_anchors, machine, plot_path, pyplot, write_result
+from benchmarks.learning import compact_run, run_seeds
 
 NAME = "tdmpc2_dmc"
 ROOT = Path(__file__).resolve().parent.parent / "runs" / NAME
@@ -38,62 +36,16 @@ ROOT = Path(__file__).resolve().parent.parent / "runs" / NAME
 TARGETS = {"cartpole-swingup": (50_000, 750.0)}
 
 
-def _train_code() -> str:
-    return (
-        "import json, sys, torch\n"
-        "args = json.loads(sys.argv[1])\n"
-        "torch.set_num_threads(args['threads'])\n"
-        "from worldflux.training.config import TrainConfig\n"
-        "from worldflux.training.loop import train\n"
-        "out = args.pop('out'); overrides = args.pop('overrides'); args.pop('threads')\n"
-        "import pathlib\n"
-        "train('tdmpc2', TrainConfig(**args), overrides, out, progress=False,\n"
-        "      resume=(pathlib.Path(out) / 'config.json').is_file())\n"
-    )
-
-
 def train_seeds(task: str, seeds: list[int], steps: int, device: str, preset: str,
                 eval_every: int, eval_episodes: int, work: Path, extra: dict[str, str]) -> None:
-    """Train every seed at once, one child process each; raises if one fails."""
+    """Train every seed at once, one child process each (``learning.run_seeds``)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "machine.json").write_text(json.dumps(machine(), indent=1))
-    threads = max(1, (os.cpu_count() or 1) // len(seeds))
-    procs = []
-    for seed in seeds:
-        payload = {"env": f"dmc/{task}", "steps": steps, "seed": seed, "device": device,
-                   "action_repeat": 2, "eval_every": eval_every,
-                   "eval_episodes": eval_episodes, "checkpoint_every": eval_every,
-                   "log_every": 1000, "out": str(work / f"seed{seed}"), "threads": threads,
-                   "overrides": {"model.model_size": preset, **extra}}
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-               "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-        log = open(work / f"seed{seed}.log", "a", encoding="utf-8")  # noqa: SIM115
-        procs.append((seed, subprocess.Popen(
-            [sys.executable, "-c", _train_code(), json.dumps(payload)], env=env,
-            stdout=log, stderr=subprocess.STDOUT)))
-    failed = [seed for seed, proc in procs if proc.wait() != 0]
-    if failed:
-        raise RuntimeError(f"tdmpc2_dmc: seeds {failed} failed; see {work}/seed<S>.log")
-
-
-def read_seed(run_dir: Path) -> dict:
-    """Evaluation curve, training episode returns and wall time of one run directory."""
-    evals, episodes, elapsed = [], [], 0.0
-    if (run_dir / "eval.jsonl").is_file():
-        for line in (run_dir / "eval.jsonl").read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                evals.append({"step": row["step"], "mean": round(row["mean"], 1),
-                              "std": round(row["std"], 1), "episodes": len(row["returns"])})
-    if (run_dir / "metrics.jsonl").is_file():
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                elapsed = max(elapsed, float(row.get("elapsed", 0.0)))
-                if "episode/return" in row:
-                    episodes.append([row["step"], round(row["episode/return"], 1)])
-    return {"evals": evals, "episodes": episodes, "elapsed_s": round(elapsed, 1),
-            "finished": (run_dir / "summary.json").is_file()}
+    train = {"env": f"dmc/{task}", "steps": steps, "device": device, "action_repeat": 2,
+             "eval_every": eval_every, "eval_episodes": eval_episodes,
+             "checkpoint_every": eval_every, "log_every": 1000}
+    run_seeds("tdmpc2", train, {"model.model_size": preset, **extra}, seeds, jobs=len(seeds),
+              root=work, logs=True)
 
 
 def _at(evals: list[dict], step: int) -> float | None:
@@ -103,7 +55,7 @@ def _at(evals: list[dict], step: int) -> float | None:
 
 
 def report(task: str, work: Path, started: float, settings: dict) -> Path:
-    runs = {p.name: read_seed(p) for p in sorted(work.glob("seed*")) if p.is_dir()}
+    runs = {p.name: compact_run(p) for p in sorted(work.glob("seed*")) if p.is_dir()}
     if not runs:
         raise SystemExit(f"tdmpc2_dmc: no run directories seed<S> under {work}")
     anchors = load_anchors(task)
