@@ -19,6 +19,7 @@ BENCHMARKS = {
     "replay_memory": "peak memory of a 1M-frame 64x64x3 replay buffer: in RAM vs on disk",
     "tdmpc2_speed": "ms per TD-MPC2 update (batch 256, H3) and MPPI decision, 1M/5M, 1-2 threads",
     "tdmpc2_dmc": "TD-MPC2 on dm_control (cartpole-swingup ...), seeds side by side, vs published",
+    "dreamerv3_dmc": "DreamerV3 on dm_control, state or --pixels, seeds side by side, vs published",
     "token_games": "token family on Breakout64/Collect64: history 1 vs 4, rollouts, two games",
     "token_speed": "token family: frames/s parallel vs causal decoding with and without KV cache",
     "ppo_cartpole": "PPO on CartPole-v1, 3 seeds: wall time to greedy return >= 475",

@@ -159,6 +159,8 @@ def run_seed(seed: int, args) -> dict:
                    "model.training": args.training, "model.reward_head": args.reward_head,
                    "model.rollout_steps": str(args.rollout_steps),
                    "model.reward_huber_delta": str(args.reward_huber_delta),
+                   "model.reward_events": (str(list(args.reward_events)) if args.reward_events
+                                           else "none"),
                    "model.frames": str(args.frames if args.encoder == "keypoints" else 1),
                    "autoencoder_epochs": str(args.autoencoder_epochs)},
                   ("pixels", "next_pixels")),
@@ -204,6 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rollout-steps", type=int, default=4)
     parser.add_argument("--reward-huber-delta", type=float, default=0.3,
                         help="Huber threshold of the pixel agent's reward head (standardised)")
+    parser.add_argument("--reward-events", type=float, nargs=2, default=None,
+                        metavar=("LOW", "HIGH"),
+                        help="pixel agent: rewards below LOW / above HIGH (collisions, the goal "
+                             "bonus) are classified as events apart from the dense progress "
+                             "(model.reward_events); e.g. -0.5 2.5")
     parser.add_argument("--frames", type=int, default=2,
                         help="keypoints: encode each of the 2 stacked frames on its own")
     parser.add_argument("--online-rounds", type=int, default=5,

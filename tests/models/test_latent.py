@@ -464,3 +464,40 @@ def test_huber_reward_head_keeps_the_dense_reward_under_rare_large_bonuses():
             errors[delta] = float((predicted - truth)[keep].pow(2).mean() / truth[keep].var())
     assert errors[0.3] < 0.5 * errors[None], errors
     assert errors[0.3] < 0.5, errors
+
+
+def test_reward_events_predict_the_rare_bonus_and_keep_the_dense_reward():
+    """Progress plus a rare +10 bonus near the goal (the origin; about 5% of the rows): with
+    ``reward_events`` a classifier tells the bonus steps apart, so the predicted reward on
+    held-out bonus rows is near the bonus (a Huber head under-predicts it) while the dense
+    progress away from the goal stays as well fitted."""
+    obs, action, _, next_obs = _transitions(2048, seed=0)
+    p, next_p = obs @ torch.linalg.pinv(MIX).T, next_obs @ torch.linalg.pinv(MIX).T
+    reward = p.norm(dim=-1) - next_p.norm(dim=-1) + 10.0 * (next_p.norm(dim=-1) < 0.25)
+    test_obs, test_action, _, test_next = _transitions(4096, seed=5)
+    tp = test_next @ torch.linalg.pinv(MIX).T
+    bonus, dense = tp.norm(dim=-1) < 0.2, tp.norm(dim=-1) >= 0.4
+    truth = (test_obs @ torch.linalg.pinv(MIX).T).norm(dim=-1) - tp.norm(dim=-1)
+    results = {}
+    for name, options in (("huber", {"reward_huber_delta": 0.3}),
+                          ("events", {"reward_huber_delta": 0.3, "reward_events": (-5.0, 5.0)})):
+        model = _fit(_build("latent-mlp", latent_size=8, **options), 300,
+                     data=(obs, action, reward, next_obs), members=1)
+        with torch.no_grad():
+            predicted = model._reward(model.encode_latent(test_obs), test_action,
+                                      model.encode_latent(test_next))
+        results[name] = {
+            "bonus": float(predicted[bonus].mean() - truth[bonus].mean()),
+            "dense_error": float((predicted - truth)[dense].pow(2).mean() / truth[dense].var())}
+    assert results["events"]["bonus"] > 9.0, results
+    assert results["huber"]["bonus"] < 5.0, results
+    assert results["events"]["dense_error"] < 0.2, results
+    assert "event_sums" in model.state_dict()  # the class means travel with the weights
+    assert float(model.event_sums[2] / model.event_counts[2]) > 9.0
+
+
+def test_reward_events_are_validated():
+    with pytest.raises(ConfigError, match="reward_events"):
+        _build("latent-mlp", reward_events=(1.0, -1.0))
+    with pytest.raises(ConfigError, match="reward_events"):
+        _build("latent-mlp", reward_events=(-1.0, 1.0), reward_head="potential")

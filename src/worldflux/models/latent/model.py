@@ -102,6 +102,14 @@ class LatentModel(WorldModel):
             if potential:
                 self.potential = EnsembleMLP(1, Z, 1, config.reward_hidden_size,
                                              config.reward_num_layers, config.activation)
+            if config.reward_events is not None:  # classes dense / low / high
+                self.event_head = EnsembleMLP(1, 2 * Z + A, 3, config.reward_hidden_size,
+                                              config.reward_num_layers, config.activation)
+                low, high = (float(v) for v in config.reward_events)
+                # Reward sums and counts of each event class seen in training (the class means
+                # start at the bounds).
+                self.register_buffer("event_sums", torch.tensor([0.0, low, high]))
+                self.register_buffer("event_counts", torch.tensor([0.0, 1.0, 1.0]))
         self.reward_norm = Normalizer(1)
         self.latent_norm = Normalizer(Z, min_std=1e-4)
         self.delta_norm = Normalizer(Z, min_std=1e-4)
@@ -380,12 +388,13 @@ class LatentModel(WorldModel):
                 1, -1, action.shape[-1] + normed.shape[-1])).float().view(lead)
             predicted = phi_next - phi + psi  # [E, N, k]
         else:
-            predicted = self._head(normed, action, next_normed)  # [E, N, k]
+            one_step = self._reward_fit_error(normed, action, next_normed, reward.float(),
+                                              weight, metrics)
+            components["reward"] = cfg.reward_scale * one_step
+            return
         one_step = (self._reward_error(predicted, target) * weight).sum() / weight.sum()
         components["reward"] = cfg.reward_scale * one_step
         metrics["reward_mse"] = float(one_step.detach())
-        if not potential:
-            return
         cumulative = phi_next - phi[:, :, :1] + (psi * weight).cumsum(-1)
         cum_target = (target * weight).cumsum(-1)
         later = weight[:, :, 1:]
@@ -431,11 +440,10 @@ class LatentModel(WorldModel):
         metrics.update({f"mse_member_{i}": float(v) for i, v in enumerate(mse_member)})
         if cfg.learn_reward and reward_terms:
             reward_in = z_next if joint else target
-            predicted_reward = self._reward_normalized(source, action, reward_in)
-            reward_err = self._reward_error(predicted_reward, self.reward_norm.normalize(
-                reward.float().unsqueeze(-1)).squeeze(-1)).mean()
+            reward_err = self._reward_fit_error(
+                self.latent_norm.normalize(source), action, self.latent_norm.normalize(reward_in),
+                reward.float().expand(predicted.shape[:-1]), None, metrics)
             components["reward"] = cfg.reward_scale * reward_err
-            metrics["reward_mse"] = float(reward_err.detach())
         return predicted, loss_scale
 
     @torch.no_grad()
@@ -797,10 +805,54 @@ class LatentModel(WorldModel):
                           self.latent_norm.normalize(next_z))
 
     def _head_weights(self, dtype: torch.dtype) -> list | tuple:
-        """Detached weights of the reward head (and potential) for :meth:`_head`."""
+        """Detached weights of the reward head (and potential or event head) for
+        :meth:`_head`."""
         if self.config.reward_head == "potential":
             return (self.reward_head.fast_weights(dtype), self.potential.fast_weights(dtype))
+        if self.config.reward_events is not None:
+            return (self.reward_head.fast_weights(dtype), self.event_head.fast_weights(dtype))
         return self.reward_head.fast_weights(dtype)
+
+    def _event_values(self) -> Tensor:
+        """Standardised mean reward ``[2]`` of the low and high event classes."""
+        values = self.event_sums[1:] / self.event_counts[1:].clamp_min(1.0)
+        return (values - self.reward_norm.mean[0]) / (self.reward_norm.std[0]
+                                                        + self.reward_norm.eps)
+
+    def _reward_fit_error(self, normed: Tensor, action: Tensor, normed_next: Tensor,
+                          reward: Tensor, weight: Tensor | None,
+                          metrics: dict[str, float]) -> Tensor:
+        """The reward term: the mean (weighted by ``weight [...]``, e.g. a window mask) of the
+        error of the head's standardised reward against ``reward [...]`` (raw units) on
+        standardised latents ``[..., Z]``. With ``reward_events``, the regression error counts
+        on dense steps only and the event classifier's cross-entropy on every step (times
+        ``event_scale``); the class means move with the rewards seen."""
+        target = self.reward_norm.normalize(reward.unsqueeze(-1)).squeeze(-1)
+        weight = torch.ones_like(target) if weight is None else weight.expand_as(target)
+        if self.config.reward_events is None:
+            err = (self._reward_error(self._head(normed, action, normed_next), target)
+                   * weight).sum() / weight.sum().clamp_min(1e-8)
+            metrics["reward_mse"] = float(err.detach())
+            return err
+        x = torch.cat([normed, action, normed_next], -1)
+        flat = x.reshape(1, -1, x.shape[-1])
+        dense = self.reward_head(flat).float().view(target.shape)
+        logits = self.event_head(flat).float().view(*target.shape, 3)
+        low, high = self.config.reward_events
+        cls = (reward < low).long() + 2 * (reward > high).long()  # 0 dense, 1 low, 2 high
+        if torch.is_grad_enabled():  # the class means follow the training rewards
+            with torch.no_grad():
+                counted = F.one_hot(cls, 3).float() * weight.unsqueeze(-1)
+                self.event_sums += (counted * reward.unsqueeze(-1)).reshape(-1, 3).sum(0)
+                self.event_counts += counted.reshape(-1, 3).sum(0)
+        dense_weight = weight * (cls == 0).float()
+        dense_err = (self._reward_error(dense, target) * dense_weight).sum() \
+            / dense_weight.sum().clamp_min(1.0)
+        ce = (F.cross_entropy(logits.reshape(-1, 3), cls.reshape(-1), reduction="none")
+              .view(target.shape) * weight).sum() / weight.sum().clamp_min(1e-8)
+        metrics["reward_mse"] = float(dense_err.detach())
+        metrics["reward_event_ce"] = float(ce.detach())
+        return dense_err + self.config.event_scale * ce
 
     def _head(self, normed: Tensor, action: Tensor, normed_next: Tensor,
               weights: list | tuple | None = None) -> Tensor:
@@ -819,7 +871,16 @@ class LatentModel(WorldModel):
             return (run(self.potential, w_potential, normed_next)
                     - run(self.potential, w_potential, normed)
                     + run(self.reward_head, w_head, torch.cat([action, normed_next], -1)))
-        return run(self.reward_head, weights, torch.cat([normed, action, normed_next], -1))
+        x = torch.cat([normed, action, normed_next], -1)
+        if self.config.reward_events is None:
+            return run(self.reward_head, weights, x)
+        w_head, w_event = weights if weights is not None else (None, None)
+        flat = x.reshape(1, -1, x.shape[-1])
+        logits = (self.event_head(flat) if w_event is None
+                  else self.event_head.forward_with(w_event, flat)).float()
+        p = logits.softmax(-1).view(*lead, 3)
+        return (p[..., 0] * run(self.reward_head, w_head, x)
+                + (p[..., 1:] * self._event_values()).sum(-1))
 
     def _reward_error(self, predicted: Tensor, target: Tensor) -> Tensor:
         """Elementwise error of standardised rewards: squared, or Huber with

@@ -1,0 +1,188 @@
+"""Learning on dm_control next to the published curves, for any registered agent.
+
+``tdmpc2_dmc`` and ``dreamerv3_dmc`` are this module with their agent's settings
+(:data:`AGENTS`). Several seeds train side by side (one process each) with
+``worldflux.training.train``; the result ``results/<NAME>_<TASK>[_pixels].json`` + ``.png``
+holds the evaluation curve of every seed, the mean at every 10k steps and the published means
+of the same task from ``../shared/anchors``.
+
+Step counting: agent steps with action repeat 2 (the official dm_control setting of both
+papers), the unit of the published curves (``dmc_published_summary.csv``: "100k agent steps =
+200k simulator steps").
+
+Two modes:
+
+* ``python -m benchmarks NAME --task cartpole-swingup --seeds 0,1,2 --steps 100000`` trains (a
+  run that stopped continues from its newest checkpoint when the same command runs again, and
+  ``--steps`` may extend it) and then reports.
+* ``python -m benchmarks NAME --task cartpole-swingup --report [--work DIR]`` only rebuilds the
+  result files from the run directories ``DIR/seed<S>`` (finished or not), e.g. runs copied back
+  from the machine that trained them. ``DIR/machine.json`` (written by the training mode) names
+  that machine in the result, which otherwise describes the reporting machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.common import load_anchors, machine, plot_path, pyplot, write_result
+from benchmarks.learning import compact_run, run_seeds
+
+RUNS = Path(__file__).resolve().parent.parent / "runs"
+
+
+@dataclass(frozen=True)
+class AgentBench:
+    """What differs between agents: the size override, its default and the issue's targets."""
+
+    agent: str
+    title: str
+    size_key: str
+    default_size: str
+    size_help: str
+    anchor: str  # column prefix in dmc_published_summary.csv
+    targets: dict[str, tuple[int, float]] = field(default_factory=dict)
+    default_overrides: dict[str, str] = field(default_factory=dict)
+
+
+AGENTS = {
+    # TD-MPC2 issue: cartpole-swingup >= 750 at 50k agent steps; other tasks are reported next
+    # to the published value at 100k.
+    "tdmpc2_dmc": AgentBench("tdmpc2", "TD-MPC2", "model.model_size", "5",
+                             "model size in millions (1, 5, 19, 48, 317)", "tdmpc2",
+                             {"cartpole-swingup": (50_000, 750.0)}),
+    # DreamerV3 issue: the return at 100k next to the published DreamerV3 value (677 on
+    # cartpole-swingup); no threshold. The train ratio is the one CartPole-v1 learned with on
+    # this CPU (paper: 512 for proprioceptive DMC, Hafner et al. 2023, Table of settings);
+    # the continue head's probability discounts imagination (current reference, ``con.prob``).
+    "dreamerv3_dmc": AgentBench("dreamerv3", "DreamerV3", "model.size", "size1m",
+                                "preset name (size1m, size12m, ...)", "dreamerv3",
+                                default_overrides={"train_ratio": "128",
+                                                   "imagined_continue": "probability"}),
+}
+
+
+def _result_name(name: str, task: str, pixels: bool) -> str:
+    return f"{name}_{task.replace('-', '_')}" + ("_pixels" if pixels else "")
+
+
+def train_seeds(bench: AgentBench, task: str, seeds: list[int], steps: int, device: str,
+                overrides: dict[str, str], eval_every: int, eval_episodes: int, pixels: bool,
+                work: Path) -> None:
+    """Train every seed at once, one child process each (``learning.run_seeds``)."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "machine.json").write_text(json.dumps(machine(), indent=1))
+    train = {"env": f"dmc/{task}", "steps": steps, "device": device, "action_repeat": 2,
+             "eval_every": eval_every, "eval_episodes": eval_episodes,
+             "checkpoint_every": eval_every, "log_every": 1000}
+    if pixels:
+        train.update(obs_type="image", image_size=64)
+    run_seeds(bench.agent, train, overrides, seeds, jobs=len(seeds), root=work, logs=True)
+
+
+def _at(evals: list[dict], step: int) -> float | None:
+    """The evaluation at ``step`` (the last one at or before it, within 5%)."""
+    before = [e for e in evals if e["step"] <= step * 1.05]
+    return before[-1]["mean"] if before and before[-1]["step"] >= step * 0.95 else None
+
+
+def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, started: float,
+           settings: dict) -> Path:
+    runs = {p.name: compact_run(p) for p in sorted(work.glob("seed*")) if p.is_dir()}
+    if not runs:
+        raise SystemExit(f"{name}: no run directories seed<S> under {work}")
+    anchors = load_anchors(task)
+    column = bench.anchor + ("-pixels" if pixels else "")
+    published = {k: v for k, v in anchors.items() if k.split("@")[0] == column}
+    target = bench.targets.get(task) if not pixels else None
+    checkpoints = sorted({10_000 * k for k in range(1, 11)} | ({target[0]} if target else set()))
+    table = {}
+    for step in checkpoints:
+        values = [v for r in runs.values() if (v := _at(r["evals"], step)) is not None]
+        if values:
+            table[str(step)] = {"mean": round(sum(values) / len(values), 1), "seeds": values}
+    verdict = None
+    if target and str(target[0]) in table:
+        got = table[str(target[0])]
+        verdict = {"step": target[0], "target": target[1], "mean": got["mean"],
+                   "met": len(got["seeds"]) >= 3 and got["mean"] >= target[1]}
+    trained_on = (json.loads((work / "machine.json").read_text())
+                  if (work / "machine.json").is_file() else machine())
+    result = _result_name(name, task, pixels)
+    path = write_result(result, {
+        "task": task, "agent": bench.agent, "observations": "64x64 pixels" if pixels else "state",
+        "settings": settings, "trained_on": trained_on,
+        f"published_{bench.agent}_mean": published, "published_all": anchors,
+        "mean_at_step": table, "target": verdict, "runs": runs}, started)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, r in runs.items():
+        if r["episodes"]:
+            xs, ys = zip(*r["episodes"], strict=True)
+            ax.plot(xs, ys, alpha=0.25, lw=0.8)
+        if r["evals"]:
+            ax.plot([e["step"] for e in r["evals"]], [e["mean"] for e in r["evals"]], "o-",
+                    label=f"{label} eval ({r['elapsed_s'] / 60:.0f} min)")
+    for key, value in published.items():
+        if key.endswith("@100k"):
+            ax.plot([100_000], [value], "k*", ms=12,
+                    label=f"published {bench.title} at 100k: {value:.0f}")
+    if target:
+        ax.axhline(target[1], color="k", ls="--", lw=0.8,
+                   label=f"target {target[1]:.0f} at {target[0] // 1000}k")
+    ax.set_xlabel("agent steps (action repeat 2)")
+    ax.set_ylabel("episode return")
+    what = "64x64 pixels" if pixels else "state"
+    ax.set_title(f"{bench.title} on dm_control {task}, {what} (training episodes faint)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(plot_path(result), dpi=120)
+    return path
+
+
+def main(name: str, argv: list[str] | None = None) -> None:
+    bench = AGENTS[name]
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks {name}")
+    parser.add_argument("--task", default="cartpole-swingup")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=50_000, help="agent steps per seed")
+    parser.add_argument("--preset", default=bench.default_size, help=bench.size_help)
+    parser.add_argument("--pixels", action="store_true",
+                        help="64x64 rendered frames instead of the state vector")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--eval-every", type=int, default=10_000)
+    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--work", default=None,
+                        help=f"run directories (default runs/{name}/TASK[_pixels])")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra agent-config override (repeatable)")
+    parser.add_argument("--note", default="", help="free text recorded in the result (e.g. why "
+                        "a run stopped early)")
+    parser.add_argument("--report", action="store_true",
+                        help="only rebuild the result files from the run directories")
+    args = parser.parse_args(argv)
+    started = time.time()
+    work = Path(args.work) if args.work else (
+        RUNS / name / (args.task + ("_pixels" if args.pixels else "")))
+    extra = dict(item.split("=", 1) for item in args.set)
+    overrides = {bench.size_key: args.preset, **bench.default_overrides, **extra}
+    settings = {"steps": args.steps, "preset": args.preset, "action_repeat": 2,
+                "observations": "64x64 pixels" if args.pixels else "state",
+                "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
+                "overrides": overrides, "other": "every other setting at the family's default",
+                "training_command": f"python -m benchmarks {name} --task {args.task} --seeds "
+                                    f"{args.seeds} --steps {args.steps} --preset {args.preset} "
+                                    f"--device {args.device} --eval-every {args.eval_every} "
+                                    f"--eval-episodes {args.eval_episodes}"
+                                    + (" --pixels" if args.pixels else "")
+                                    + "".join(f" --set {item}" for item in args.set),
+                "note": args.note}
+    if not args.report:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        train_seeds(bench, args.task, seeds, args.steps, args.device, overrides,
+                    args.eval_every, args.eval_episodes, args.pixels, work)
+    print(f"wrote {report(name, bench, args.task, args.pixels, work, started, settings)}")
