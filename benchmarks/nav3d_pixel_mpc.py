@@ -100,7 +100,8 @@ def fly(agent, seed: int, episodes: int, pixels: bool, *, first_seed: int = 50_0
             "episodes": episodes}
 
 
-def online_rounds(agent, seed: int, args, pixels: bool, pool: dict[str, list]) -> list[dict]:
+def online_rounds(agent, seed: int, args, pixels: bool,
+                  pool: dict[str, np.ndarray]) -> list[dict]:
     """After the fit on scripted flights: ``args.online_rounds`` rounds of
     ``args.online_episodes`` planned flights (with exploration noise, seeds 30,000 on, never
     evaluated), each followed by a training round on every transition so far, as an online
@@ -114,13 +115,16 @@ def online_rounds(agent, seed: int, args, pixels: bool, pool: dict[str, list]) -
     for r in range(args.online_rounds):
         agent.env_steps = len(pool["action"])  # past the random seed steps: plan and explore
         started = time.time()
+        new: dict[str, list] = {key: [] for key in pool}
         flights = fly(agent, seed, args.online_episodes, pixels,
-                      first_seed=30_000 + 100 * r, record=pool)
+                      first_seed=30_000 + 100 * r, record=new)
         flown = time.time() - started
+        # One copy of the pool at a time (frames are 24 KB each): the new rows are appended.
+        pool = {key: np.concatenate([pool[key], np.stack(new[key])]) for key in pool}
         started = time.time()
         fit = agent.train_model(Transitions(
-            np.stack(pool["obs"]), np.stack(pool["action"]).astype(np.float32),
-            np.asarray(pool["reward"], np.float32), np.stack(pool["next_obs"])))
+            pool["obs"], pool["action"].astype(np.float32), pool["reward"].astype(np.float32),
+            pool["next_obs"]))
         rounds.append({"round": r, "train_flight_success": flights["success_rate"],
                        "train_flight_return": flights["mean_return"],
                        "transitions": len(pool["action"]), "flight_s": round(flown, 1),
@@ -180,8 +184,8 @@ def run_seed(seed: int, args) -> dict:
         if args.online_rounds:
             out.setdefault("online", {})[name] = online_rounds(
                 agent, seed, args, name == "pixel", {
-                    "obs": list(data[obs_key]), "next_obs": list(data[next_key]),
-                    "action": list(data["action"]), "reward": list(data["reward"])})
+                    "obs": data[obs_key], "next_obs": data[next_key],
+                    "action": data["action"], "reward": data["reward"]})
         started = time.time()
         out["flights"][name] = {**fly(agent, seed, args.eval_episodes, name == "pixel"),
                                 "seconds": round(time.time() - started, 1)}
