@@ -139,11 +139,22 @@ def tokenizer_quality(model, data) -> dict:
                  "codebook_size": model.config.codebook_size}
         entry.update(token_stability(model, d))
         if g == "Breakout64":
-            ball = real.min(2).values >= 250
-            ball[..., :9, :] = False  # the score above the top wall is white too
-            entry["ball_pixel_recall"] = (recon.min(2).values > 127)[ball].float().mean().item()
+            entry["ball_pixel_recall"] = ball_recall(recon.flatten(0, 1),
+                                                     real.flatten(0, 1)).item()
         result[g] = entry
     return result
+
+
+def ball_recall(pred: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Breakout64: the share of the real white ball's pixels that ``pred`` draws at least half
+    bright (min channel > 127). Frames ``[N, 3, 64, 64]`` give one pooled value; rollouts
+    ``[N, T, 3, 64, 64]`` one value per step ``[T]``, pooled over the ``N`` starts."""
+    ball = real.min(-3).values >= 250
+    ball[..., :9, :] = False  # the score above the top wall is white too
+    hit = (pred.min(-3).values > 127) & ball
+    if real.dim() == 5:
+        return hit.sum((0, 2, 3)).float() / ball.sum((0, 2, 3)).float().clamp_min(1)
+    return hit.sum().float() / ball.sum().float().clamp_min(1)
 
 
 @torch.no_grad()
@@ -327,8 +338,11 @@ def rollouts(model, game: str, data, tokens, horizon: int, starts: int) -> dict:
     ceiling = [psnr(model.detokenize(model.tokenize(real_t[:, k])), real_t[:, k]).mean().item()
                for k in range(horizon)]
     _gallery(game, start, real_t, imagined_t)
-    return {"starts": len(chosen), "horizon": horizon, "model_psnr_db": model_psnr,
-            "copy_last_psnr_db": copy_psnr, "tokenizer_ceiling_psnr_db": ceiling}
+    result = {"starts": len(chosen), "horizon": horizon, "model_psnr_db": model_psnr,
+              "copy_last_psnr_db": copy_psnr, "tokenizer_ceiling_psnr_db": ceiling}
+    if game == "Breakout64":  # does the imagined ball stay where the real one is?
+        result["ball_recall_per_step"] = ball_recall(imagined_t, real_t).tolist()
+    return result
 
 
 def _gallery(game: str, start, real, imagined, count: int = 2) -> None:
@@ -424,7 +438,12 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xlabel("imagined step")
         ax.set_ylabel("PSNR (dB)")
         ax.set_title(f"{game}: open-loop rollout")
-        ax.legend()
+        ax.legend(loc="lower left")
+        if "ball_recall_per_step" in roll:
+            twin = ax.twinx()
+            twin.plot(steps, roll["ball_recall_per_step"], color="tab:red", alpha=0.6)
+            twin.set_ylim(0, 1)
+            twin.set_ylabel("ball pixels drawn where the real ball is", color="tab:red")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
