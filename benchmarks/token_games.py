@@ -304,7 +304,24 @@ def evaluate(model, game: str, data, tokens, history: int, causal_examples: int)
 
 
 @torch.no_grad()
-def rollouts(model, game: str, data, tokens, horizon: int, starts: int) -> dict:
+def rollouts(model, game: str, data, tokens, horizon: int, starts: int,
+             decodings: tuple[tuple[str, float], ...] = ()) -> dict:
+    """Open-loop rollouts of ``horizon`` steps from ``starts`` held-out windows with the real
+    actions, decoded as the model's config says; each ``(mode, temperature)`` of
+    ``decodings`` is also rolled out from the same starts, under ``by_decoding`` (PSNR and,
+    on Breakout64, ball recall per step; sampled rollouts with a fixed generator seed)."""
+    result = _rollout(model, game, data, tokens, horizon, starts, gallery=True)
+    saved = model.config.decoding, model.config.temperature
+    for mode, temperature in decodings:
+        model.config.decoding, model.config.temperature = mode, temperature
+        other = _rollout(model, game, data, tokens, horizon, starts, gallery=False)
+        result.setdefault("by_decoding", {})[f"{mode}_T{temperature:g}"] = {
+            k: v for k, v in other.items() if k in ("model_psnr_db", "ball_recall_per_step")}
+    model.config.decoding, model.config.temperature = saved
+    return result
+
+
+def _rollout(model, game: str, data, tokens, horizon: int, starts: int, gallery: bool) -> dict:
     from worldflux.core.types import State
 
     d = data[f"{game}/test"]
@@ -327,8 +344,9 @@ def rollouts(model, game: str, data, tokens, horizon: int, starts: int) -> dict:
     state = State({"tokens": context, "reward": torch.zeros(len(chosen)),
                    "continue": torch.ones(len(chosen)), "game": game_index})
     imagined, real = [], []
+    generator = torch.Generator().manual_seed(0)  # for sampled tokens (temperature > 0)
     for k in range(1, horizon + 1):
-        state = model.transition(state, actions[envs, t0s + k])
+        state = model.transition(state, actions[envs, t0s + k], generator=generator)
         imagined.append(model.decode(state).preds["obs"])
         real.append(obs[envs, t0s + k].float())
     imagined_t, real_t = torch.stack(imagined, 1), torch.stack(real, 1)
@@ -337,7 +355,8 @@ def rollouts(model, game: str, data, tokens, horizon: int, starts: int) -> dict:
     copy_psnr = [psnr(start, real_t[:, k]).mean().item() for k in range(horizon)]
     ceiling = [psnr(model.detokenize(model.tokenize(real_t[:, k])), real_t[:, k]).mean().item()
                for k in range(horizon)]
-    _gallery(game, start, real_t, imagined_t)
+    if gallery:
+        _gallery(game, start, real_t, imagined_t)
     result = {"starts": len(chosen), "horizon": horizon, "model_psnr_db": model_psnr,
               "copy_last_psnr_db": copy_psnr, "tokenizer_ceiling_psnr_db": ceiling}
     if game == "Breakout64":  # does the imagined ball stay where the real one is?
@@ -485,6 +504,10 @@ def main(argv: list[str]) -> None:
                         help="the tokenizer's learning rate decays along a cosine to this "
                              "fraction of its start (1 = constant)")
     parser.add_argument("--histories", default="1,4", help="histories of the single-game stage")
+    parser.add_argument("--rollout-decodings", default="",
+                        help="more decodings of the history-4 rollouts, as MODE:TEMPERATURE "
+                             "(comma-separated), e.g. causal:0,causal:1 (the main rollout "
+                             "decodes in parallel, argmax)")
     parser.add_argument("--merge", default="",
                         help="result names (comma-separated) whose stages ran in other processes")
     args = parser.parse_args(argv)
@@ -498,6 +521,11 @@ def main(argv: list[str]) -> None:
                        ("decoder", args.decoder), ("decoder_norm", args.decoder_norm)):
         if value is not None:
             TOKENIZER[key] = bool(value) if key == "normalize_codes" else value
+    decodings = tuple((mode, float(temp)) for mode, temp in (
+        item.split(":") for item in filter(None, args.rollout_decodings.split(","))))
+    for mode, _ in decodings:
+        if mode not in ("parallel", "causal"):
+            parser.error(f"--rollout-decodings: got mode {mode!r}, expected parallel or causal")
     started = time.time()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -528,7 +556,8 @@ def main(argv: list[str]) -> None:
                 training[key] = trained
                 accuracy[key] = evaluate(model, game, data, tokens, history, 64)
                 if history == 4:
-                    rolls[game] = rollouts(model, game, data, tokens, args.horizon, 16)
+                    rolls[game] = rollouts(model, game, data, tokens, args.horizon, 16,
+                                           decodings)
     if args.stage in ("all", "multi"):
         trained = train_dynamics(work, "multi_h4", list(GAMES), 4, 2 * args.dynamics_steps,
                                  data, tokens, args)
