@@ -28,6 +28,12 @@ class LatentConfig:
     """Nats per latent dimension below which the batch-mean KL is not penalised (with 0.1 and
     ``kl_scale`` 1 the state VAE reconstructed Pendulum-v1 too coarsely for its dynamics to
     beat predicting no change; 2.0 lets the posterior std shrink to about 0.14)."""
+    encoder_skip: bool = False
+    """``mlp`` encoder and decoder: add a linear map of the input to each MLP's output (a
+    residual autoencoder). The latent is then a linear embedding of the state plus learned
+    corrections, so that latent changes keep the state's local geometry, which the latent
+    dynamics must otherwise learn through the MLP's warping (on Nav3D, plain MLP latents held
+    16 steps under 10% open-loop error against 20 for dynamics on the raw state)."""
     hidden_size: int = 256
     """Width of the MLP encoder/decoder hidden layers."""
     num_layers: int = 2
@@ -172,6 +178,9 @@ class LatentConfig:
         if self.reward_huber_delta is not None and not self.reward_huber_delta > 0:
             raise ConfigError(f"reward_huber_delta: got {self.reward_huber_delta}, expected > 0 "
                               "or None")
+        if self.encoder_skip and self.encoder != "mlp":
+            raise ConfigError(f"encoder_skip: got True with encoder {self.encoder!r}, expected "
+                              "encoder 'mlp' (state vectors)")
         if self.reward_events is not None:
             events = tuple(self.reward_events)
             if len(events) != 2 or not events[0] < events[1]:

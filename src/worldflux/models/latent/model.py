@@ -85,8 +85,10 @@ class LatentModel(WorldModel):
             self.decoder = ConvDecoder(Z, shape, config.conv_depth)
         else:
             D = obs_spec.shape[0]
-            self.encoder = MLPEncoder(D, posterior, config.hidden_size, config.num_layers)
-            self.decoder = MLPDecoder(Z, D, config.hidden_size, config.num_layers)
+            self.encoder = MLPEncoder(D, posterior, config.hidden_size, config.num_layers,
+                                      config.encoder_skip)
+            self.decoder = MLPDecoder(Z, D, config.hidden_size, config.num_layers,
+                                      config.encoder_skip)
             self.obs_norm = Normalizer(D)
         outputs = 2 * Z if config.stochastic else Z
         self.dynamics = EnsembleMLP(E, Z + A, outputs, config.dynamics_hidden_size,

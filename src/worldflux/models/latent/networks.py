@@ -22,25 +22,28 @@ def _mlp(in_features: int, out_features: int, hidden_size: int, num_layers: int)
 
 
 class MLPEncoder(nn.Module):
-    """Normalised state ``[N, D]`` -> ``[N, out]`` (``out`` = ``Z``, or ``2Z`` for a VAE)."""
+    """Normalised state ``[N, D]`` -> ``[N, out]`` (``out`` = ``Z``, or ``2Z`` for a VAE).
 
-    def __init__(self, obs_dim: int, out_features: int, hidden_size: int, num_layers: int) -> None:
+    With ``skip``, a linear map of the input is added to the MLP's output (a residual
+    autoencoder: the latent is a linear embedding of the state plus learned nonlinear
+    corrections)."""
+
+    def __init__(self, obs_dim: int, out_features: int, hidden_size: int, num_layers: int,
+                 skip: bool = False) -> None:
         super().__init__()
         self.net = _mlp(obs_dim, out_features, hidden_size, num_layers)
+        self.skip = nn.Linear(obs_dim, out_features, bias=False) if skip else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(x) if self.skip is None else self.net(x) + self.skip(x)
 
 
-class MLPDecoder(nn.Module):
-    """Latent ``[N, Z]`` -> normalised state ``[N, D]``."""
+class MLPDecoder(MLPEncoder):
+    """Latent ``[N, Z]`` -> normalised state ``[N, D]`` (``skip``: as :class:`MLPEncoder`)."""
 
-    def __init__(self, latent_size: int, obs_dim: int, hidden_size: int, num_layers: int) -> None:
-        super().__init__()
-        self.net = _mlp(latent_size, obs_dim, hidden_size, num_layers)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
+    def __init__(self, latent_size: int, obs_dim: int, hidden_size: int, num_layers: int,
+                 skip: bool = False) -> None:
+        super().__init__(latent_size, obs_dim, hidden_size, num_layers, skip)
 
 
 def _norm(channels: int) -> nn.Module:
