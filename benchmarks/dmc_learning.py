@@ -72,13 +72,13 @@ def _result_name(name: str, task: str, pixels: bool) -> str:
 
 def train_seeds(bench: AgentBench, task: str, seeds: list[int], steps: int, device: str,
                 overrides: dict[str, str], eval_every: int, eval_episodes: int, pixels: bool,
-                work: Path) -> None:
+                work: Path, checkpoint_every: int | None = None) -> None:
     """Train every seed at once, one child process each (``learning.run_seeds``)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "machine.json").write_text(json.dumps(machine(), indent=1))
     train = {"env": f"dmc/{task}", "steps": steps, "device": device, "action_repeat": 2,
              "eval_every": eval_every, "eval_episodes": eval_episodes,
-             "checkpoint_every": eval_every, "log_every": 1000}
+             "checkpoint_every": checkpoint_every or eval_every, "log_every": 1000}
     if pixels:
         train.update(obs_type="image", image_size=64)
     run_seeds(bench.agent, train, overrides, seeds, jobs=len(seeds), root=work, logs=True)
@@ -156,6 +156,9 @@ def main(name: str, argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--eval-every", type=int, default=10_000)
     parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--checkpoint-every", type=int, default=None,
+                        help="agent steps between checkpoints (default: --eval-every); a "
+                             "stopped run resumes from its newest one")
     parser.add_argument("--work", default=None,
                         help=f"run directories (default runs/{name}/TASK[_pixels])")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -179,10 +182,13 @@ def main(name: str, argv: list[str] | None = None) -> None:
                                     f"--device {args.device} --eval-every {args.eval_every} "
                                     f"--eval-episodes {args.eval_episodes}"
                                     + (" --pixels" if args.pixels else "")
+                                    + (f" --checkpoint-every {args.checkpoint_every}"
+                                       if args.checkpoint_every else "")
                                     + "".join(f" --set {item}" for item in args.set),
                 "note": args.note}
     if not args.report:
         seeds = [int(s) for s in args.seeds.split(",")]
         train_seeds(bench, args.task, seeds, args.steps, args.device, overrides,
-                    args.eval_every, args.eval_episodes, args.pixels, work)
+                    args.eval_every, args.eval_episodes, args.pixels, work,
+                    args.checkpoint_every)
     print(f"wrote {report(name, bench, args.task, args.pixels, work, started, settings)}")
