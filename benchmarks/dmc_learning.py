@@ -44,7 +44,6 @@ class AgentBench:
     size_key: str
     default_size: str
     size_help: str
-    anchor: str  # column prefix in dmc_published_summary.csv
     targets: dict[str, tuple[int, float]] = field(default_factory=dict)
     default_overrides: dict[str, str] = field(default_factory=dict)
 
@@ -53,14 +52,14 @@ AGENTS = {
     # TD-MPC2 issue: cartpole-swingup >= 750 at 50k agent steps; other tasks are reported next
     # to the published value at 100k.
     "tdmpc2_dmc": AgentBench("tdmpc2", "TD-MPC2", "model.model_size", "5",
-                             "model size in millions (1, 5, 19, 48, 317)", "tdmpc2",
+                             "model size in millions (1, 5, 19, 48, 317)",
                              {"cartpole-swingup": (50_000, 750.0)}),
     # DreamerV3 issue: the return at 100k next to the published DreamerV3 value (677 on
     # cartpole-swingup); no threshold. The train ratio is the one CartPole-v1 learned with on
     # this CPU (paper: 512 for proprioceptive DMC, Hafner et al. 2023, Table of settings);
     # the continue head's probability discounts imagination (current reference, ``con.prob``).
     "dreamerv3_dmc": AgentBench("dreamerv3", "DreamerV3", "model.size", "size1m",
-                                "preset name (size1m, size12m, ...)", "dreamerv3",
+                                "preset name (size1m, size12m, ...)",
                                 default_overrides={"train_ratio": "128",
                                                    "imagined_continue": "probability"}),
 }
@@ -96,7 +95,7 @@ def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, st
     if not runs:
         raise SystemExit(f"{name}: no run directories seed<S> under {work}")
     anchors = load_anchors(task)
-    column = bench.anchor + ("-pixels" if pixels else "")
+    column = bench.agent + ("-pixels" if pixels else "")  # dmc_published_summary.csv
     published = {k: v for k, v in anchors.items() if k.split("@")[0] == column}
     target = bench.targets.get(task) if not pixels else None
     checkpoints = sorted({10_000 * k for k in range(1, 11)} | ({target[0]} if target else set()))

@@ -310,18 +310,20 @@ def rollouts(model, game: str, data, tokens, horizon: int, starts: int,
     actions, decoded as the model's config says; each ``(mode, temperature)`` of
     ``decodings`` is also rolled out from the same starts, under ``by_decoding`` (PSNR and,
     on Breakout64, ball recall per step; sampled rollouts with a fixed generator seed)."""
-    result = _rollout(model, game, data, tokens, horizon, starts, gallery=True)
+    result = _rollout(model, game, data, tokens, horizon, starts, main=True)
     saved = model.config.decoding, model.config.temperature
     for mode, temperature in decodings:
         model.config.decoding, model.config.temperature = mode, temperature
-        other = _rollout(model, game, data, tokens, horizon, starts, gallery=False)
-        result.setdefault("by_decoding", {})[f"{mode}_T{temperature:g}"] = {
-            k: v for k, v in other.items() if k in ("model_psnr_db", "ball_recall_per_step")}
+        result.setdefault("by_decoding", {})[f"{mode}_T{temperature:g}"] = _rollout(
+            model, game, data, tokens, horizon, starts, main=False)
     model.config.decoding, model.config.temperature = saved
     return result
 
 
-def _rollout(model, game: str, data, tokens, horizon: int, starts: int, gallery: bool) -> dict:
+def _rollout(model, game: str, data, tokens, horizon: int, starts: int, main: bool) -> dict:
+    """One decoding's rollouts: PSNR per step (and ball recall on Breakout64); ``main`` adds
+    the copy-last-frame and tokenizer-ceiling baselines (the same for every decoding) and the
+    gallery."""
     from worldflux.core.types import State
 
     d = data[f"{game}/test"]
@@ -350,15 +352,17 @@ def _rollout(model, game: str, data, tokens, horizon: int, starts: int, gallery:
         imagined.append(model.decode(state).preds["obs"])
         real.append(obs[envs, t0s + k].float())
     imagined_t, real_t = torch.stack(imagined, 1), torch.stack(real, 1)
-    start = obs[envs, t0s].float()
-    model_psnr = [psnr(imagined_t[:, k], real_t[:, k]).mean().item() for k in range(horizon)]
-    copy_psnr = [psnr(start, real_t[:, k]).mean().item() for k in range(horizon)]
-    ceiling = [psnr(model.detokenize(model.tokenize(real_t[:, k])), real_t[:, k]).mean().item()
-               for k in range(horizon)]
-    if gallery:
+    result = {"model_psnr_db": [psnr(imagined_t[:, k], real_t[:, k]).mean().item()
+                                for k in range(horizon)]}
+    if main:
+        start = obs[envs, t0s].float()
+        result = {"starts": len(chosen), "horizon": horizon, **result,
+                  "copy_last_psnr_db": [psnr(start, real_t[:, k]).mean().item()
+                                        for k in range(horizon)],
+                  "tokenizer_ceiling_psnr_db": [
+                      psnr(model.detokenize(model.tokenize(real_t[:, k])), real_t[:, k]).mean()
+                      .item() for k in range(horizon)]}
         _gallery(game, start, real_t, imagined_t)
-    result = {"starts": len(chosen), "horizon": horizon, "model_psnr_db": model_psnr,
-              "copy_last_psnr_db": copy_psnr, "tokenizer_ceiling_psnr_db": ceiling}
     if game == "Breakout64":  # does the imagined ball stay where the real one is?
         result["ball_recall_per_step"] = ball_recall(imagined_t, real_t).tolist()
     return result

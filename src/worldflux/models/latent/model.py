@@ -864,9 +864,9 @@ class LatentModel(WorldModel):
         detached copies)."""
         lead = normed.shape[:-1]
 
-        def run(net: EnsembleMLP, w: list | None, x: Tensor) -> Tensor:
+        def run(net: EnsembleMLP, w: list | None, x: Tensor, *out: int) -> Tensor:
             x = x.reshape(1, -1, x.shape[-1])
-            return (net(x) if w is None else net.forward_with(w, x)).float().view(lead)
+            return (net(x) if w is None else net.forward_with(w, x)).float().view(*lead, *out)
 
         if self.config.reward_head == "potential":
             w_head, w_potential = weights if weights is not None else (None, None)
@@ -877,10 +877,7 @@ class LatentModel(WorldModel):
         if self.config.reward_events is None:
             return run(self.reward_head, weights, x)
         w_head, w_event = weights if weights is not None else (None, None)
-        flat = x.reshape(1, -1, x.shape[-1])
-        logits = (self.event_head(flat) if w_event is None
-                  else self.event_head.forward_with(w_event, flat)).float()
-        p = logits.softmax(-1).view(*lead, 3)
+        p = run(self.event_head, w_event, x, 3).softmax(-1)  # dense / low / high
         return (p[..., 0] * run(self.reward_head, w_head, x)
                 + (p[..., 1:] * self._event_values()).sum(-1))
 
