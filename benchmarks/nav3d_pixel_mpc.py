@@ -147,6 +147,7 @@ def run_seed(seed: int, args) -> dict:
     import torch
 
     from worldflux.agents import build_agent
+    from worldflux.core.config import parse_set_options
     from worldflux.core.spec import ActionSpec, ObservationSpec
 
     torch.manual_seed(seed)
@@ -166,7 +167,8 @@ def run_seed(seed: int, args) -> dict:
                    "model.reward_events": (str(list(args.reward_events)) if args.reward_events
                                            else "none"),
                    "model.frames": str(args.frames if args.encoder == "keypoints" else 1),
-                   "autoencoder_epochs": str(args.autoencoder_epochs)},
+                   "autoencoder_epochs": str(args.autoencoder_epochs),
+                   **parse_set_options(args.set)},
                   ("pixels", "next_pixels")),
         "state": ("pets", ObservationSpec((data["state"].shape[1],)),
                   {**common, "num_particles": "20"}, ("state", "next_state")),
@@ -225,6 +227,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every-rounds", type=int, default=0,
                         help="also fly the held-out evaluation after every K-th online round "
                              "(success against rounds); 0 = only at the end")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="pixel agent setting applied last, e.g. model.ensemble_size=5 "
+                             "num_particles=5 risk.measure=mean_std risk.lam=1")
     parser.add_argument("--agents", nargs="+", default=["pixel"])
     parser.add_argument("--name-suffix", default="")
     parser.add_argument("--merge", nargs="+", metavar="NAME",
