@@ -62,7 +62,9 @@ def _seed_report(seed: int, tag: str, settings: dict) -> dict:
     return run
 
 
-def _aggregate(started: float) -> None:
+def _aggregate(started: float, plot_tags: list[str] | None = None) -> None:
+    """Rewrite the aggregate JSON from every seed file and plot the runs whose tag is in
+    ``plot_tags`` (all when ``None``)."""
     seeds = sorted(RESULTS.glob(f"{NAME}_*seed*.json"))
     runs = [json.loads(p.read_text()) for p in seeds]
     write_result(NAME, {"target": f"eval mean return >= {TARGET} within 50k env steps",
@@ -73,9 +75,10 @@ def _aggregate(started: float) -> None:
                                   for r in runs}}, started)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    tags = sorted({r.get("tag", "") for r in runs})
+    shown = [r for r in runs if plot_tags is None or r.get("tag", "") in plot_tags]
+    tags = sorted({r.get("tag", "") for r in shown})
     markers = "osD^v*"
-    for r in runs:
+    for r in shown:
         color = f"C{tags.index(r.get('tag', '')) % 10}"  # one colour per variant
         if r["episodes"]:
             xs, ys = zip(*r["episodes"], strict=True)
@@ -110,18 +113,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-aggregate", action="store_true",
                         help="write only this seed's results/dreamerv3_cartpole_TAG_seedS.json, "
                         "leaving the aggregate dreamerv3_cartpole.json and .png as they are")
+    parser.add_argument("--plot-tags", nargs="+", metavar="TAG",
+                        help="plot only these variants (the aggregate JSON keeps every run); "
+                             "'' names the untagged runs")
     args = parser.parse_args(argv)
     started = time.time()
     extra = dict(item.split("=", 1) for item in args.set)
     settings = {"steps": args.steps, "train_ratio": args.train_ratio, "size": args.size,
                 "batch": "16 x 64", "eval_every": args.eval_every, "eval_episodes": 5,
                 "overrides": extra}
+    existing = RESULTS / f"{NAME}_{_run_name(args.seed, args.tag)}.json"
+    if args.report and existing.exists():  # the run's settings, not this command line's
+        settings = json.loads(existing.read_text())["settings"]
     if not args.report:
         _train(args.seed, args.steps, args.train_ratio, args.size, args.eval_every, args.tag,
                extra)
     _seed_report(args.seed, args.tag, settings)
     if not args.no_aggregate:
-        _aggregate(started)
+        _aggregate(started, args.plot_tags)
 
 
 if __name__ == "__main__":
