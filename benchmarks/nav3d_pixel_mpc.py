@@ -26,6 +26,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -143,6 +144,29 @@ def online_rounds(agent, seed: int, args, pixels: bool,
     return rounds
 
 
+def load_saved(agent, directory: Path) -> None:
+    """Give ``agent`` the weights of a model written by ``--save-models`` (``save_pretrained``),
+    after checking that the agent's model settings are the saved ones."""
+    from safetensors.torch import load_file
+
+    from worldflux.core.config import to_dict
+
+    config = directory / "config.json"
+    if not config.is_file():
+        raise SystemExit(f"--load-models: no saved model at {directory} (expected config.json "
+                         "and model.safetensors written by --save-models)")
+    saved = json.loads(config.read_text())["config"]
+    current = to_dict(agent.model.config)
+    differ = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    if differ:
+        raise SystemExit("--load-models: the model settings differ from the saved model's "
+                         "(field: saved, this command): "
+                         + ", ".join(f"{k}: {a!r}, {b!r}" for k, (a, b) in differ.items())
+                         + "; pass the saved run's model flags")
+    agent.model.load_state_dict(load_file(directory / "model.safetensors"))
+    agent.trained = True
+
+
 def run_seed(seed: int, args) -> dict:
     import torch
 
@@ -152,9 +176,15 @@ def run_seed(seed: int, args) -> dict:
 
     torch.manual_seed(seed)
     started = time.time()
-    data = collect(seed, args.episodes)
-    out: dict = {"transitions": int(len(data["action"])),
-                 "collect_s": round(time.time() - started, 1), "fits": {}, "flights": {}}
+    if args.load_models:  # no flights to learn from: the saved models fly the held-out ones
+        from worldflux import envs
+
+        data = {"state": np.zeros((1, envs.make(ENV).observation_space.shape[0]))}
+        out: dict = {"loaded_from": args.load_models, "fits": {}, "flights": {}}
+    else:
+        data = collect(seed, args.episodes)
+        out = {"transitions": int(len(data["action"])),
+               "collect_s": round(time.time() - started, 1), "fits": {}, "flights": {}}
     common = {**PLANNER, "max_epochs": str(args.max_epochs), "patience": "5"}
     agents = {
         "pixel": ("pixel-mpc", ObservationSpec((6, 64, 64), "uint8"),
@@ -178,12 +208,17 @@ def run_seed(seed: int, args) -> dict:
             continue
         agent = build_agent(agent_name, spec, ActionSpec(3), device=torch.device("cpu"),
                             seed=seed, overrides=overrides)
+        saved = Path(args.load_models or args.save_models or ".") / f"{name}_s{seed}"
         started = time.time()
-        fit = agent.train_model(Transitions(data[obs_key], data["action"],
-                                             data["reward"].astype(np.float32), data[next_key]))
-        out["fits"][name] = {**{k: float(v) for k, v in fit.items() if "member" not in k},
-                             "seconds": round(time.time() - started, 1)}
-        if args.online_rounds:
+        if args.load_models:
+            load_saved(agent, saved)
+        else:
+            fit = agent.train_model(Transitions(data[obs_key], data["action"],
+                                                 data["reward"].astype(np.float32),
+                                                 data[next_key]))
+            out["fits"][name] = {**{k: float(v) for k, v in fit.items() if "member" not in k},
+                                 "seconds": round(time.time() - started, 1)}
+        if args.online_rounds and not args.load_models:
             out.setdefault("online", {})[name] = online_rounds(
                 agent, seed, args, name == "pixel", {
                     "obs": data[obs_key], "next_obs": data[next_key],
@@ -191,7 +226,9 @@ def run_seed(seed: int, args) -> dict:
         started = time.time()
         out["flights"][name] = {**fly(agent, seed, args.eval_episodes, name == "pixel"),
                                 "seconds": round(time.time() - started, 1)}
-        print(seed, name, json.dumps(out["fits"][name]), json.dumps(out["flights"][name]),
+        if args.save_models:
+            agent.model.save_pretrained(saved)
+        print(seed, name, json.dumps(out["fits"].get(name)), json.dumps(out["flights"][name]),
               flush=True)
     return out
 
@@ -230,6 +267,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="pixel agent setting applied last, e.g. model.ensemble_size=5 "
                              "num_particles=5 risk.measure=mean_std risk.lam=1")
+    parser.add_argument("--save-models", metavar="DIR",
+                        help="write each final model to DIR/AGENT_sSEED (save_pretrained)")
+    parser.add_argument("--load-models", metavar="DIR",
+                        help="skip data and training: the models saved in DIR by "
+                             "--save-models fly the held-out flights (e.g. under another "
+                             "--set risk.*); the model flags must be the saved run's")
     parser.add_argument("--agents", nargs="+", default=["pixel"])
     parser.add_argument("--name-suffix", default="")
     parser.add_argument("--merge", nargs="+", metavar="NAME",
