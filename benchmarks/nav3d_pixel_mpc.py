@@ -4,9 +4,12 @@ Per seed: flights of the slow, noisy scripted controller (as in ``nav3d_fidelity
 two stacked top-down frames (``[6, 64, 64]`` uint8: the frame before and the current one, so
 that one observation shows motion), the env's rewards and the actions; then
 
-* ``pixel``: the ``pixel-mpc`` agent (keypoint autoencoder of each of the two frames, latent MLP
-  dynamics fitted open loop over windows, a reward head with Huber errors, planned in the
-  latent space), its autoencoder first trained alone (``--autoencoder-epochs``) and then frozen;
+* ``pixel``: the ``pixel-mpc`` agent (keypoint autoencoder of each of the two frames, a
+  bootstrapped ensemble of latent MLP dynamics (``--ensemble-size``, 5) fitted open loop over
+  windows, a reward head with Huber errors, planned in the latent space with one particle per
+  member, each plan scored by mean - lambda * std of its members' returns, ``--risk-lam`` 1:
+  pessimism against the plans that only some members believe in), its autoencoder first
+  trained alone (``--autoencoder-epochs``) and then frozen;
 * ``state`` (``--agents pixel state``): the ``pets`` agent on the same flights' state
   observations, also with a learned reward (the online state benchmark ``nav3d_mpc`` plans
   with the env's reward function and reaches 100%).
@@ -198,6 +201,9 @@ def run_seed(seed: int, args) -> dict:
                                            else "none"),
                    "model.frames": str(args.frames if args.encoder == "keypoints" else 1),
                    "autoencoder_epochs": str(args.autoencoder_epochs),
+                   "model.ensemble_size": str(args.ensemble_size),
+                   "num_particles": str(args.ensemble_size),
+                   "risk.measure": "mean_std", "risk.lam": str(args.risk_lam),
                    **parse_set_options(args.set)},
                   ("pixels", "next_pixels")),
         "state": ("pets", ObservationSpec((data["state"].shape[1],)),
@@ -264,15 +270,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every-rounds", type=int, default=0,
                         help="also fly the held-out evaluation after every K-th online round "
                              "(success against rounds); 0 = only at the end")
+    parser.add_argument("--ensemble-size", type=int, default=5,
+                        help="pixel agent: latent dynamics members (one planning particle each)")
+    parser.add_argument("--risk-lam", type=float, default=1.0,
+                        help="pixel agent: plans scored by mean - LAM * std of the members' "
+                             "returns (0 = risk-neutral mean)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="pixel agent setting applied last, e.g. model.ensemble_size=5 "
-                             "num_particles=5 risk.measure=mean_std risk.lam=1")
+                        help="pixel agent setting applied last, e.g. risk.measure=cvar "
+                             "risk.alpha=0.2")
     parser.add_argument("--save-models", metavar="DIR",
                         help="write each final model to DIR/AGENT_sSEED (save_pretrained)")
     parser.add_argument("--load-models", metavar="DIR",
                         help="skip data and training: the models saved in DIR by "
                              "--save-models fly the held-out flights (e.g. under another "
-                             "--set risk.*); the model flags must be the saved run's")
+                             "--risk-lam or --set risk.*); the model flags must be the saved run's")
     parser.add_argument("--agents", nargs="+", default=["pixel"])
     parser.add_argument("--name-suffix", default="")
     parser.add_argument("--merge", nargs="+", metavar="NAME",
