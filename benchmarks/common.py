@@ -59,6 +59,9 @@ def write_result(name: str, payload: dict[str, Any], started: float) -> Path:
         "commit": git_commit(),
         "machine": machine(),
         "wall_time_s": round(time.time() - started, 1),
+        # Busy processes sharing the cores over the last 1 / 5 / 15 minutes: wall times and
+        # per-decision speeds of a run grow with it.
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         **payload,
     }
     path = RESULTS / f"{name}.json"
