@@ -17,6 +17,10 @@ def run_seed(agent: str, train: dict[str, Any], overrides: dict[str, str], out_d
     directory that already holds a run (``config.json``) continues from its newest checkpoint.
     With ``log``, the child's output is appended to that file."""
     code = (
+        # Linux: the child gets SIGTERM when this process dies (killed included), so stopping
+        # the benchmark stops its training runs (they resume from their checkpoints).
+        "try:\n    import ctypes, signal\n    ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"
+        "except Exception:\n    pass\n"
         "import json, pathlib, sys, torch\n"
         f"torch.set_num_threads({threads})\n"
         "from worldflux.training.config import TrainConfig\n"

@@ -274,3 +274,32 @@ def test_pets_stops_after_max_nonfinite_steps_keeping_the_last_good_checkpoint(
     assert [p.name for p in list_checkpoints(run)] == ["step_00000200"]
     assert latest_checkpoint(run).name == "step_00000200"
     assert not (run / "summary.json").exists()
+
+
+def test_a_run_directory_in_use_refuses_a_second_trainer(tmp_path):
+    """A second process resuming a run that is still training would cut its logs and replay
+    back to the last checkpoint under it: the run directory's lock refuses it, names the
+    holder, and leaves every file as it was; once released, the resume goes ahead."""
+    config = TrainConfig(env="Pendulum-v1", steps=400, seed=1, checkpoint_every=200,
+                         eval_episodes=1, tensorboard=False)
+    run = tmp_path / "run"
+    train("random", config, {}, run, progress=False)
+    before = {p.name: p.read_bytes() for p in run.glob("*.jsonl")}
+    holder = subprocess.Popen(  # holds run/.lock as a live training process would
+        [sys.executable, "-c", "import sys, time\n"
+         "from worldflux.training.loop import lock_run_dir\n"
+         "lock = lock_run_dir(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+         str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        longer = TrainConfig(env="Pendulum-v1", steps=600, seed=1, checkpoint_every=200,
+                             eval_episodes=1, tensorboard=False)
+        with pytest.raises(ConfigError, match=rf"being trained by another process \(pid "
+                                              rf"{holder.pid}"):
+            train("random", longer, None, run, progress=False, resume=True)
+        assert {p.name: p.read_bytes() for p in run.glob("*.jsonl")} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    extended = train("random", longer, None, run, progress=False, resume=True)
+    assert extended["steps"] == 600

@@ -128,6 +128,39 @@ class LoopState:
     """How many times the run was resumed before the state was saved."""
 
 
+def lock_run_dir(run_dir: str | os.PathLike):
+    """Hold ``run_dir/.lock`` exclusively for this process; returns the open lock file (close
+    it, or let the process end, to release). Two processes training one run directory would
+    truncate each other's logs and replay on resume, so the second one is refused. The lock is
+    the operating system's (``flock``): a crashed or killed run leaves no stale lock behind.
+    Where ``fcntl`` is missing (Windows) no lock is taken and ``None`` is returned.
+
+    Raises:
+        ConfigError: another process holds the lock (its pid is named when it wrote one).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    path = Path(run_dir) / ".lock"
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ConfigError(
+            f"out: {run_dir} is being trained by another process (pid {holder}, holding "
+            f"{path}); stop that process first, or train into another directory"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool = False,
                     create: bool = True) -> Path:
     """Check ``run_dir`` and create it (unless ``create`` is False).
@@ -289,6 +322,7 @@ def train(
     resumed_from = None
     distributed = None
     buffer = None
+    lock = None
     try:
         eval_env = make_env(cfg, seed=cfg.seed + EVAL_SEED_OFFSET)
         obs_spec, action_spec = specs_for(env)
@@ -310,6 +344,7 @@ def train(
                       "action_spec": asdict(action_spec), "worldflux_version": __version__}
         means = _MetricMeans()
         if saved is not None:
+            lock = lock_run_dir(run_dir)  # before _restore cuts logs and replay back
             _check_specs(run_dir, saved["run_config"], run_config)
             restored = _restore(run_dir, cfg, agent, buffer, means)
             if restored is None:  # finished, nothing more asked
@@ -321,6 +356,7 @@ def train(
                                run_config["worldflux_version"], __version__)
         else:
             prepare_run_dir(run_dir)  # created only once the env and the agent could be built
+            lock = lock_run_dir(run_dir)
             state = LoopState(next_eval=cfg.eval_every, next_checkpoint=cfg.checkpoint_every)
         # Rewritten on resume too: an extended run records its new steps.
         atomic_write_text(run_dir / "config.json", json.dumps(run_config, indent=2))
@@ -348,7 +384,7 @@ def train(
             ) from exc
         wall_time = run.elapsed_before + time.perf_counter() - run.clock_start
     finally:
-        for closable in (env, eval_env, log):
+        for closable in (env, eval_env, log, lock):
             if closable is not None:
                 closable.close()
         if buffer is not None and cfg.replay_storage == "disk":
