@@ -148,25 +148,28 @@ def online_rounds(agent, seed: int, args, pixels: bool,
 
 
 def load_saved(agent, directory: Path) -> None:
-    """Give ``agent`` the weights of a model written by ``--save-models`` (``save_pretrained``),
-    after checking that the agent's model settings are the saved ones."""
-    from safetensors.torch import load_file
-
+    """Give ``agent`` the weights of a model written by ``--save-models`` (read back by
+    ``from_pretrained``: checksum and format verified), after checking that the agent's model
+    settings are the saved ones."""
     from worldflux.core.config import to_dict
+    from worldflux.core.errors import CheckpointError
+    from worldflux.core.serialization import from_pretrained
 
-    config = directory / "config.json"
-    if not config.is_file():
-        raise SystemExit(f"--load-models: no saved model at {directory} (expected config.json "
-                         "and model.safetensors written by --save-models)")
-    saved = json.loads(config.read_text())["config"]
-    current = to_dict(agent.model.config)
+    if not directory.is_dir():
+        raise SystemExit(f"--load-models: no saved model at {directory} (expected the "
+                         "directory written by --save-models)")
+    try:
+        model = from_pretrained(directory, device="cpu")
+    except CheckpointError as exc:
+        raise SystemExit(f"--load-models: {exc}") from None
+    saved, current = to_dict(model.config), to_dict(agent.model.config)
     differ = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
     if differ:
         raise SystemExit("--load-models: the model settings differ from the saved model's "
                          "(field: saved, this command): "
                          + ", ".join(f"{k}: {a!r}, {b!r}" for k, (a, b) in differ.items())
                          + "; pass the saved run's model flags")
-    agent.model.load_state_dict(load_file(directory / "model.safetensors"))
+    agent.model.load_state_dict(model.state_dict())
     agent.trained = True
 
 
@@ -182,10 +185,12 @@ def run_seed(seed: int, args) -> dict:
     if args.load_models:  # no flights to learn from: the saved models fly the held-out ones
         from worldflux import envs
 
-        data = {"state": np.zeros((1, envs.make(ENV).observation_space.shape[0]))}
+        data: dict[str, np.ndarray] = {}
+        state_dim = envs.make(ENV).observation_space.shape[0]
         out: dict = {"loaded_from": args.load_models, "fits": {}, "flights": {}}
     else:
         data = collect(seed, args.episodes)
+        state_dim = data["state"].shape[1]
         out = {"transitions": int(len(data["action"])),
                "collect_s": round(time.time() - started, 1), "fits": {}, "flights": {}}
     common = {**PLANNER, "max_epochs": str(args.max_epochs), "patience": "5"}
@@ -206,7 +211,7 @@ def run_seed(seed: int, args) -> dict:
                    "risk.measure": "mean_std", "risk.lam": str(args.risk_lam),
                    **parse_set_options(args.set)},
                   ("pixels", "next_pixels")),
-        "state": ("pets", ObservationSpec((data["state"].shape[1],)),
+        "state": ("pets", ObservationSpec((state_dim,)),
                   {**common, "num_particles": "20"}, ("state", "next_state")),
     }
     for name, (agent_name, spec, overrides, (obs_key, next_key)) in agents.items():
