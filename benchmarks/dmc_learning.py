@@ -18,7 +18,10 @@ Two modes:
 * ``python -m benchmarks NAME --task cartpole-swingup --report [--work DIR]`` only rebuilds the
   result files from the run directories ``DIR/seed<S>`` (finished or not), e.g. runs copied back
   from the machine that trained them. ``DIR/machine.json`` (written by the training mode) names
-  that machine in the result, which otherwise describes the reporting machine.
+  that machine in the result, which otherwise describes the reporting machine, and
+  ``DIR/settings.json`` the training command's settings (overrides, note), which the report
+  records instead of its own command line's. Each seed's resolved agent config is read from its
+  ``config.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 
 from benchmarks.common import load_anchors, machine, plot_path, pyplot, write_result
 from benchmarks.learning import compact_run, run_seeds
+from worldflux.core.io import atomic_write_text
 
 RUNS = Path(__file__).resolve().parent.parent / "runs"
 
@@ -94,6 +98,10 @@ def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, st
     runs = {p.name: compact_run(p) for p in sorted(work.glob("seed*")) if p.is_dir()}
     if not runs:
         raise SystemExit(f"{name}: no run directories seed<S> under {work}")
+    for label, run in runs.items():  # what each seed really trained with, from its own config
+        config = work / label / "config.json"
+        if config.is_file():
+            run["agent_config"] = json.loads(config.read_text(encoding="utf-8"))["agent_config"]
     anchors = load_anchors(task)
     column = bench.agent + ("-pixels" if pixels else "")  # dmc_published_summary.csv
     published = {k: v for k, v in anchors.items() if k.split("@")[0] == column}
@@ -185,8 +193,14 @@ def main(name: str, argv: list[str] | None = None) -> None:
                                        if args.checkpoint_every else "")
                                     + "".join(f" --set {item}" for item in args.set),
                 "note": args.note}
+    recorded = work / "settings.json"
+    if args.report and recorded.is_file():
+        # The settings of the command that trained the runs, not this command line's.
+        settings = json.loads(recorded.read_text(encoding="utf-8"))
     if not args.report:
         seeds = [int(s) for s in args.seeds.split(",")]
+        work.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(recorded, json.dumps(settings, indent=1))
         train_seeds(bench, args.task, seeds, args.steps, args.device, overrides,
                     args.eval_every, args.eval_episodes, args.pixels, work,
                     args.checkpoint_every)
