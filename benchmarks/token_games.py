@@ -343,26 +343,41 @@ def _rollout(model, game: str, data, tokens, horizon: int, starts: int, main: bo
     t0s = torch.tensor([c[1] for c in chosen])
     context = torch.stack([tok[e, t - history + 1:t + 1] for e, t in chosen])
     game_index = torch.full((len(chosen),), GAMES.index(game), dtype=torch.long)
+    start = obs[envs, t0s]
+    # The start frame is the last real one: decode pastes it into the cells whose token the
+    # dynamics left unchanged (``copy_unchanged_cells``); ``decoder_only`` is the same tokens
+    # drawn by the decoder alone.
     state = State({"tokens": context, "reward": torch.zeros(len(chosen)),
-                   "continue": torch.ones(len(chosen)), "game": game_index})
-    imagined, real = [], []
+                   "continue": torch.ones(len(chosen)), "game": game_index,
+                   "frame": start, "frame_tokens": context[:, -1]})
+    imagined, drawn, real = [], [], []
     generator = torch.Generator().manual_seed(0)  # for sampled tokens (temperature > 0)
     for k in range(1, horizon + 1):
         state = model.transition(state, actions[envs, t0s + k], generator=generator)
         imagined.append(model.decode(state).preds["obs"])
+        drawn.append(model.detokenize(state["tokens"][:, -1]))
         real.append(obs[envs, t0s + k].float())
     imagined_t, real_t = torch.stack(imagined, 1), torch.stack(real, 1)
+    drawn_t = torch.stack(drawn, 1)
     result = {"model_psnr_db": [psnr(imagined_t[:, k], real_t[:, k]).mean().item()
-                                for k in range(horizon)]}
+                                for k in range(horizon)],
+              "copy_unchanged_cells": bool(model.config.copy_unchanged_cells),
+              "decoder_only_psnr_db": [psnr(drawn_t[:, k], real_t[:, k]).mean().item()
+                                       for k in range(horizon)]}
     if main:
-        start = obs[envs, t0s].float()
+        ceiling, pasted = [], []
+        for k in range(horizon):
+            real_tokens = model.tokenize(real_t[:, k])
+            recon = model.detokenize(real_tokens)
+            ceiling.append(psnr(recon, real_t[:, k]).mean().item())
+            pasted.append(psnr(model.paste_unchanged(recon, real_tokens, start, context[:, -1]),
+                               real_t[:, k]).mean().item())
         result = {"starts": len(chosen), "horizon": horizon, **result,
-                  "copy_last_psnr_db": [psnr(start, real_t[:, k]).mean().item()
+                  "copy_last_psnr_db": [psnr(start.float(), real_t[:, k]).mean().item()
                                         for k in range(horizon)],
-                  "tokenizer_ceiling_psnr_db": [
-                      psnr(model.detokenize(model.tokenize(real_t[:, k])), real_t[:, k]).mean()
-                      .item() for k in range(horizon)]}
-        _gallery(game, start, real_t, imagined_t)
+                  "tokenizer_ceiling_psnr_db": ceiling,
+                  "tokenizer_ceiling_pasted_psnr_db": pasted}
+        _gallery(game, start.float(), real_t, imagined_t)
     if game == "Breakout64":  # does the imagined ball stay where the real one is?
         result["ball_recall_per_step"] = ball_recall(imagined_t, real_t).tolist()
     return result
@@ -458,6 +473,11 @@ def plot(result: dict, path: Path) -> None:
         ax.plot(steps, roll["model_psnr_db"], label="imagined (history 4)")
         ax.plot(steps, roll["copy_last_psnr_db"], label="copy last frame", ls="--")
         ax.plot(steps, roll["tokenizer_ceiling_psnr_db"], label="tokenizer ceiling", ls=":")
+        if "decoder_only_psnr_db" in roll and roll.get("copy_unchanged_cells"):
+            ax.plot(steps, roll["decoder_only_psnr_db"], label="imagined, decoder only",
+                    alpha=0.6)
+            ax.plot(steps, roll["tokenizer_ceiling_pasted_psnr_db"],
+                    label="tokenizer ceiling, unchanged cells pasted", ls=":", alpha=0.6)
         ax.set_xlabel("imagined step")
         ax.set_ylabel("PSNR (dB)")
         ax.set_title(f"{game}: open-loop rollout")
@@ -589,6 +609,9 @@ def main(argv: list[str]) -> None:
                                                      roll["model_psnr_db"][19]]
             entry["copy_last_psnr_db_step1_step20"] = [roll["copy_last_psnr_db"][0],
                                                        roll["copy_last_psnr_db"][19]]
+            if "decoder_only_psnr_db" in roll:
+                entry["decoder_only_psnr_db_step1_step20"] = [roll["decoder_only_psnr_db"][0],
+                                                              roll["decoder_only_psnr_db"][19]]
         summary[game] = entry
     payload = {"summary": summary, "tokenizer": tok_result, "accuracy": accuracy,
                "rollouts": rolls, "training": training,

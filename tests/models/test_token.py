@@ -355,3 +355,28 @@ def test_rollout_runs_from_real_frames():
     trajectory = model.rollout(model.encode(frames), torch.randint(0, 4, (2, 5)))
     assert trajectory.states["tokens"].shape == (2, 5, 2, 64)
     assert trajectory.continues.shape == (2, 5)
+
+
+def test_decode_pastes_the_last_real_frame_into_cells_whose_token_did_not_change():
+    model = tiny_model(history=2).eval()
+    frames = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    state = model.encode(frames)
+    with torch.no_grad():
+        # Right after encode every token equals the real frame's: the real frame comes back.
+        assert torch.equal(model.decode(state).preds["obs"], frames.float())
+        # One imagined frame in which cell 9 (row 1, column 1) changes token.
+        tokens = state["tokens"].clone()
+        tokens[:, -1, 9] = (tokens[:, -1, 9] + 1) % model.config.codebook_size
+        imagined = state.replace(tokens=tokens)
+        obs = model.decode(imagined).preds["obs"]
+        decoded = model.detokenize(tokens[:, -1])
+        changed = torch.zeros(64, 64, dtype=torch.bool)
+        changed[8:16, 8:16] = True
+        assert torch.equal(obs[..., changed], decoded[..., changed])
+        assert torch.equal(obs[..., ~changed], frames.float()[..., ~changed])
+        # Off: the decoder draws every cell.
+        model.config.copy_unchanged_cells = False
+        assert torch.equal(model.decode(imagined).preds["obs"], decoded)
+    # transition keeps the real frame for the imagined frames that follow.
+    nxt = model.transition(state, torch.tensor([1, 2]))
+    assert torch.equal(nxt["frame"], frames) and torch.equal(nxt["frame_tokens"], state["tokens"][:, -1])

@@ -122,6 +122,15 @@ class TokenConfig:
     frame's, against 1 for the others (a weighted mean). About 90% of a game frame's cells do not
     change, so the plain mean (1.0) is mostly about copying; a weight above 1 puts the motion in
     front (as class-balanced losses do, Cui et al. 2019)."""
+    copy_unchanged_cells: bool = True
+    """``decode`` draws a cell with the last real frame's pixels when the cell's token is the
+    one that frame had there, and with the decoder's pixels otherwise. The state keeps that
+    frame (``frame``, ``frame_tokens``) from ``encode`` / ``update``; an imagined frame then
+    differs from the last real one only where the dynamics predicted a different token, so
+    static detail the codebook cannot reproduce (textures, unaligned edges) stays exact. It pays
+    off with a token-stable tokenizer (``encoder="patch"``: a cell whose pixels do not change
+    keeps its code), with which an equal token means an unchanged cell. (The same idea as the
+    skipped blocks of a video codec's predicted frames.)"""
     decoding: Literal["parallel", "causal"] = "parallel"
     """How ``transition`` generates the next frame: all tokens in one pass, or token by token
     with a KV cache."""

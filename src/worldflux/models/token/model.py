@@ -3,7 +3,9 @@
 State keys: ``"tokens" [B, N, K]`` (int64: the last ``N = history`` frames as ``K`` tokens each,
 oldest first; the last row is the current frame), ``"reward" [B]`` (predicted reward of the
 transition into the state; 0 after ``encode``), ``"continue" [B]`` (probability that the episode
-goes on) and ``"game" [B]`` (int64 index into the game embedding).
+goes on) and ``"game" [B]`` (int64 index into the game embedding); after ``encode`` or
+``update`` also ``"frame" [B, C, H, H]`` (the last real frame) and ``"frame_tokens" [B, K]``
+(its tokens), which ``decode`` pastes into unchanged cells (``config.copy_unchanged_cells``).
 
 Training: :meth:`TokenModel.tokenizer_loss` (reconstruction + VQ on every frame of a batch) and
 :meth:`TokenModel.dynamics_loss` (next-frame tokens, reward and end, on tokens from the current
@@ -62,16 +64,19 @@ class TokenModel(WorldModel):
 
     def encode(self, obs: Tensor, *, game: Tensor | int | None = None) -> State:
         """Tokens of ``obs [B, C, H, H]``, repeated over the history (as at an episode start);
-        ``game`` selects the game embedding (default 0)."""
+        ``game`` selects the game embedding (default 0). ``obs`` is kept as the last real frame
+        (see ``config.copy_unchanged_cells``)."""
         tokens = self.tokenize(obs)
         history = tokens[:, None].expand(-1, self.config.history, -1).contiguous()
-        return self._state(history, self._games(game, tokens.shape[0], tokens.device))
+        return self._state(history, self._games(game, tokens.shape[0], tokens.device),
+                           frame=obs, frame_tokens=tokens)
 
     def update(self, state: State, action: Tensor, obs: Tensor) -> State:
-        """A real step: ``obs``'s tokens join the history (the oldest frame drops out)."""
+        """A real step: ``obs``'s tokens join the history (the oldest frame drops out) and
+        ``obs`` becomes the last real frame."""
         tokens = self.tokenize(obs)
         history = torch.cat([state["tokens"][:, 1:], tokens[:, None]], 1)
-        return self._state(history, state["game"])
+        return self._state(history, state["game"], frame=obs, frame_tokens=tokens)
 
     def transition(self, state: State, action: Tensor, *, mode: str | None = None,
                    use_cache: bool = True, generator: torch.Generator | None = None) -> State:
@@ -80,15 +85,31 @@ class TokenModel(WorldModel):
                                      mode=mode or self.config.decoding, use_cache=use_cache,
                                      temperature=self.config.temperature, generator=generator)
         history = torch.cat([state["tokens"][:, 1:], out["tokens"][:, None]], 1)
+        frame = {k: state[k] for k in ("frame", "frame_tokens") if k in state}
         return State({"tokens": history, "reward": symexp(out["reward"]),
-                      "continue": torch.sigmoid(-out["end_logit"]), "game": state["game"]},
-                     {"family": self.family})
+                      "continue": torch.sigmoid(-out["end_logit"]), "game": state["game"],
+                      **frame}, {"family": self.family})
 
     def decode(self, state: State) -> ModelOutput:
-        """``obs [B, C, H, H]`` (float, 0..255) of the current frame's tokens, and the heads."""
-        obs = self.detokenize(state["tokens"][:, -1])
+        """``obs [B, C, H, H]`` (float, 0..255) of the current frame's tokens, and the heads.
+        With ``config.copy_unchanged_cells`` and a real frame in the state, the cells whose
+        token equals that frame's are its pixels (:meth:`paste_unchanged`)."""
+        tokens = state["tokens"][:, -1]
+        obs = self.detokenize(tokens)
+        if self.config.copy_unchanged_cells and "frame" in state:
+            obs = self.paste_unchanged(obs, tokens, state["frame"], state["frame_tokens"])
         return ModelOutput({"obs": obs, "reward": state["reward"],
                             "continue": state["continue"]}, state)
+
+    def paste_unchanged(self, decoded: Tensor, tokens: Tensor, frame: Tensor,
+                        frame_tokens: Tensor) -> Tensor:
+        """``decoded [B, C, H, H]`` (0..255) with every cell whose token in ``tokens [B, K]``
+        equals ``frame_tokens [B, K]`` replaced by that cell of ``frame [B, C, H, H]``."""
+        G = self.config.grid_size
+        cell = decoded.shape[-1] // G
+        same = (tokens == frame_tokens).reshape(-1, 1, G, G)
+        same = same.repeat_interleave(cell, 2).repeat_interleave(cell, 3)
+        return torch.where(same, frame.to(decoded.dtype), decoded)
 
     def loss(self, batch: Batch) -> LossOutput:
         """Tokenizer loss + dynamics loss (each component also trains on its own)."""
@@ -203,11 +224,15 @@ class TokenModel(WorldModel):
                                 f"expected 0..{self.config.num_games - 1} (config.num_games)")
         return game.contiguous()
 
-    def _state(self, tokens: Tensor, game: Tensor) -> State:
+    def _state(self, tokens: Tensor, game: Tensor, frame: Tensor | None = None,
+               frame_tokens: Tensor | None = None) -> State:
         B = tokens.shape[0]
         zeros = torch.zeros(B, device=tokens.device)
-        return State({"tokens": tokens, "reward": zeros, "continue": torch.ones_like(zeros),
-                      "game": game}, {"family": self.family})
+        tensors = {"tokens": tokens, "reward": zeros, "continue": torch.ones_like(zeros),
+                   "game": game}
+        if frame is not None:
+            tensors.update(frame=frame, frame_tokens=frame_tokens)
+        return State(tensors, {"family": self.family})
 
     @classmethod
     def smoke_specs(cls) -> tuple[ObservationSpec, ActionSpec]:
