@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from benchmarks.common import RESULTS, plot_path, pyplot, write_result
+from worldflux.core.io import atomic_write_text
 
 GAMES = ("Breakout64", "Collect64")
 GALLERY = RESULTS / "gallery"
@@ -242,18 +244,36 @@ def train_dynamics(work: Path, name: str, games: list[str], history: int, steps:
     model = _model(history, len(GAMES))
     model.tokenizer.load_state_dict(load_file(work / "tokenizer.safetensors"))
     info_path = work / f"dynamics_{name}.json"
+    done, curve, spent = 0, [], 0.0
     if path.exists():
         model.dynamics.load_state_dict(load_file(path))
-        return {"model": model, **json.loads(info_path.read_text())}
+        info = json.loads(info_path.read_text())
+        if info["steps"] >= steps:
+            return {"model": model, **info}
+        # A longer --dynamics-steps continues the cached model (a fresh optimiser; the batch
+        # stream goes on from where it stopped).
+        done, curve, spent = info["steps"], info["curve"], info["train_s"]
     train = _cat([examples(tokens[f"{g}/train"], data[f"{g}/train"], history, GAMES.index(g))
                   for g in games])
     optimizer = model.optimizers()["dynamics"]
     rng = torch.Generator().manual_seed(1)
     M = len(train["target"])
-    started = time.time()
+    for _ in range(done):
+        torch.randint(M, (args.batch,), generator=rng)
+    started = time.time() - spent
+
+    def save(steps_done: int) -> dict:
+        info = {"history": history, "games": games, "steps": steps_done, "batch": args.batch,
+                "train_examples": M, "train_s": round(time.time() - started, 1),
+                "curve": curve}
+        partial = path.with_suffix(".partial")
+        save_file(model.dynamics.state_dict(), partial)
+        os.replace(partial, path)
+        atomic_write_text(info_path, json.dumps(info))
+        return info
+
     model.train()
-    curve = []
-    for step in range(steps):
+    for step in range(done, steps):
         idx = torch.randint(M, (args.batch,), generator=rng)
         out = model.dynamics_loss_on_tokens(*(train[k][idx] for k in (
             "context", "action", "target", "reward", "terminated", "game")))
@@ -263,12 +283,10 @@ def train_dynamics(work: Path, name: str, games: list[str], history: int, steps:
         optimizer.step()
         if step % 25 == 0 or step == steps - 1:
             curve.append({"step": step, **out.metrics})
+        if (step + 1) % 1000 == 0 and step + 1 < steps:  # a stopped run goes on from here
+            save(step + 1)
     model.eval()
-    info = {"history": history, "games": games, "steps": steps, "batch": args.batch,
-            "train_examples": M, "train_s": round(time.time() - started, 1), "curve": curve}
-    save_file(model.dynamics.state_dict(), path)
-    info_path.write_text(json.dumps(info))
-    return {"model": model, **info}
+    return {"model": model, **save(steps)}
 
 
 @torch.no_grad()
