@@ -518,3 +518,26 @@ def test_encoder_skip_adds_a_linear_path_and_reconstructs_at_least_as_well():
     assert errors[True] <= 1.1 * errors[False], errors
     with pytest.raises(ConfigError, match="encoder_skip"):
         _build("latent-conv", obs_shape=(3, 64, 64), encoder_skip=True)
+
+
+def test_latent_scale_per_feature_standardises_each_latent_feature():
+    """``latent_scale``: ``isotropic`` gives every latent feature one standard deviation (the
+    root mean variance), ``per_feature`` each its own, for the dynamics' inputs and changes."""
+    obs, action, reward, next_obs = _transitions(512, seed=3)
+    norms = {}
+    for scale in ("isotropic", "per_feature"):
+        model = _build("latent-mlp", latent_size=8, latent_scale=scale)
+        model.fit_normalizers(obs, action, reward, next_obs)
+        with torch.no_grad():
+            z, z_next = model.encode_latent(obs), model.encode_latent(next_obs)
+        norms[scale] = (model.latent_norm.std.clone(), model.delta_norm.std.clone(), z, z_next)
+    std, delta_std, z, z_next = norms["per_feature"]
+    torch.testing.assert_close(std, z.var(0, unbiased=False).sqrt(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(delta_std, (z_next - z).var(0, unbiased=False).sqrt(), rtol=1e-4,
+                               atol=1e-6)
+    iso, iso_delta, z, _ = norms["isotropic"]
+    assert torch.allclose(iso, iso[0].expand_as(iso))
+    torch.testing.assert_close(iso[0], z.var(0, unbiased=False).mean().sqrt(), rtol=1e-4,
+                               atol=1e-6)
+    with pytest.raises(ConfigError, match="latent_scale"):
+        _build("latent-mlp", latent_scale="whitened")

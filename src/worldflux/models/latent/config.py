@@ -125,6 +125,12 @@ class LatentConfig:
     Huber head trades away to keep the dense progress. ``mlp`` reward head only."""
     event_scale: float = 1.0
     """Weight of the event classifier's cross-entropy (``reward_events``)."""
+    latent_scale: Literal["isotropic", "per_feature"] = "isotropic"
+    """How the dynamics' latent inputs and latent changes are standardised: one standard
+    deviation for every feature (``isotropic``: autoencoder axes carry no meaning of their own,
+    so features that hardly vary are not magnified) or one per feature (``per_feature``, as the
+    raw-observation models standardise each entry; with ``encoder_skip`` the latent is close to
+    a linear embedding of the state, whose axes do)."""
     latent_momentum: float = 0.02
     """Momentum of the running latent and latent-change statistics that normalise the dynamics'
     inputs and outputs (set exactly by ``fit_normalizers``). Larger values follow a fast-moving
@@ -159,6 +165,9 @@ class LatentConfig:
                               "'keypoints'")
         if self.rollout_steps < 1:
             raise ConfigError(f"rollout_steps: got {self.rollout_steps}, expected >= 1")
+        if self.latent_scale not in ("isotropic", "per_feature"):
+            raise ConfigError(f"latent_scale: got {self.latent_scale!r}, expected 'isotropic' "
+                              "or 'per_feature'")
         if self.rollout_steps > 1 and (self.training != "encoded" or self.stochastic):
             raise ConfigError(f"rollout_steps: got {self.rollout_steps} with training "
                               f"{self.training!r} and stochastic {self.stochastic}, expected 1 "

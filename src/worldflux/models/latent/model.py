@@ -254,8 +254,9 @@ class LatentModel(WorldModel):
         self.eval()
         z, z_next = self.encode_latent(obs[rows]), self.encode_latent(next_obs[rows])
         self.train(was_training)
-        _fit_isotropic(self.latent_norm, z)
-        _fit_isotropic(self.delta_norm, z_next - z)
+        per_feature = self.config.latent_scale == "per_feature"
+        _fit_latent(self.latent_norm, z, per_feature)
+        _fit_latent(self.delta_norm, z_next - z, per_feature)
         self.stats_ready.fill_(1.0)
 
     @property
@@ -909,16 +910,18 @@ class LatentModel(WorldModel):
         with torch.no_grad():
             z, delta = z.reshape(-1, self.latent_size), delta.reshape(-1, self.latent_size)
             batch = z.shape[0] >= 2
+            per_feature = self.config.latent_scale == "per_feature"
             if batch and float(self.stats_ready[0]) < 0.5:
-                _fit_isotropic(self.latent_norm, z)
-                _fit_isotropic(self.delta_norm, delta)
+                _fit_latent(self.latent_norm, z, per_feature)
+                _fit_latent(self.delta_norm, delta, per_feature)
                 self.stats_ready.fill_(1.0)
             elif batch and update and self.training:
                 for norm, data in ((self.latent_norm, z), (self.delta_norm, delta)):
                     norm.mean.lerp_(data.mean(0), self.config.latent_momentum)
-                    norm.std.lerp_(_isotropic_std(norm, data), self.config.latent_momentum)
+                    norm.std.lerp_(_latent_std(norm, data, per_feature),
+                                   self.config.latent_momentum)
             if batch and self.training:
-                return _isotropic_std(self.delta_norm, delta) + self.delta_norm.eps
+                return _latent_std(self.delta_norm, delta, per_feature) + self.delta_norm.eps
             return self.delta_norm.std + self.delta_norm.eps
 
 
@@ -930,14 +933,17 @@ def _scale_gradient(x: Tensor, scale: float) -> Tensor:
     return detached + scale * (x - detached)
 
 
-def _isotropic_std(norm: Normalizer, data: Tensor) -> Tensor:
-    """One standard deviation for every feature of ``data [N, Z]``: the root mean per-feature
-    variance, so that latent features that hardly vary are not magnified (the latent axes of
-    an autoencoder carry no meaning of their own, unlike observation features)."""
-    std = data.var(0, unbiased=False).mean().sqrt().clamp_min(norm.min_std)
-    return std.expand(data.shape[-1])
+def _latent_std(norm: Normalizer, data: Tensor, per_feature: bool = False) -> Tensor:
+    """``[Z]`` standard deviations of ``data [N, Z]``: one per feature, or (isotropic) the root
+    mean per-feature variance for every feature, so that latent features that hardly vary are
+    not magnified (the latent axes of an autoencoder carry no meaning of their own, unlike
+    observation features). See ``LatentConfig.latent_scale``."""
+    variance = data.var(0, unbiased=False)
+    if per_feature:
+        return variance.sqrt().clamp_min(norm.min_std)
+    return variance.mean().sqrt().clamp_min(norm.min_std).expand(data.shape[-1])
 
 
-def _fit_isotropic(norm: Normalizer, data: Tensor) -> None:
+def _fit_latent(norm: Normalizer, data: Tensor, per_feature: bool = False) -> None:
     norm.mean.copy_(data.mean(0))
-    norm.std.copy_(_isotropic_std(norm, data))
+    norm.std.copy_(_latent_std(norm, data, per_feature))
