@@ -3,9 +3,10 @@
 State keys: ``"tokens" [B, N, K]`` (int64: the last ``N = history`` frames as ``K`` tokens each,
 oldest first; the last row is the current frame), ``"reward" [B]`` (predicted reward of the
 transition into the state; 0 after ``encode``), ``"continue" [B]`` (probability that the episode
-goes on) and ``"game" [B]`` (int64 index into the game embedding); after ``encode`` or
-``update`` also ``"frame" [B, C, H, H]`` (the last real frame) and ``"frame_tokens" [B, K]``
-(its tokens), which ``decode`` pastes into unchanged cells (``config.copy_unchanged_cells``).
+goes on), ``"game" [B]`` (int64 index into the game embedding), ``"frame" [B, C, H, H]`` (the
+last real frame, from ``encode`` / ``update``) and ``"frame_tokens" [B, K]`` (its tokens; -1 in
+``initial_state``, where there is no real frame), which ``decode`` pastes into the cells whose
+token did not change (``config.copy_unchanged_cells``).
 
 Training: :meth:`TokenModel.tokenizer_loss` (reconstruction + VQ on every frame of a batch) and
 :meth:`TokenModel.dynamics_loss` (next-frame tokens, reward and end, on tokens from the current
@@ -53,14 +54,19 @@ class TokenModel(WorldModel):
     # -- contract ---------------------------------------------------------------------------
     def io_contract(self) -> IOContract:
         return IOContract(self.obs_spec, self.action_spec, standard_batch_keys(),
-                          state_keys=("tokens", "reward", "continue", "game"),
+                          state_keys=("tokens", "reward", "continue", "game", "frame", "frame_tokens"),
                           predictions=("obs", "reward", "continue"), min_sequence_length=2)
 
     def initial_state(self, batch_size: int) -> State:
         device = self.dynamics.spatial.device
         N, K = self.config.history, self.config.tokens_per_frame
+        # No real frame yet: frame tokens of -1 match no token, so decode pastes nothing.
         return self._state(torch.zeros(batch_size, N, K, dtype=torch.long, device=device),
-                           torch.zeros(batch_size, dtype=torch.long, device=device))
+                           torch.zeros(batch_size, dtype=torch.long, device=device),
+                           frame=torch.zeros(batch_size, *self.obs_spec.shape,
+                                             dtype=torch.uint8, device=device),
+                           frame_tokens=torch.full((batch_size, K), -1, dtype=torch.long,
+                                                   device=device))
 
     def encode(self, obs: Tensor, *, game: Tensor | int | None = None) -> State:
         """Tokens of ``obs [B, C, H, H]``, repeated over the history (as at an episode start);
@@ -96,7 +102,7 @@ class TokenModel(WorldModel):
         token equals that frame's are its pixels (:meth:`paste_unchanged`)."""
         tokens = state["tokens"][:, -1]
         obs = self.detokenize(tokens)
-        if self.config.copy_unchanged_cells and "frame" in state:
+        if self.config.copy_unchanged_cells and "frame" in state:  # states built by hand may lack it
             obs = self.paste_unchanged(obs, tokens, state["frame"], state["frame_tokens"])
         return ModelOutput({"obs": obs, "reward": state["reward"],
                             "continue": state["continue"]}, state)
