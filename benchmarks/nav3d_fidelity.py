@@ -14,7 +14,10 @@ relative error in two forms (median over starts): against the true change from t
 correlation between predicted spread and real error; an out-of-distribution split repeats it with
 a heavier body and wind (``mass_scale=1.3, wind=(3, 0, 0)``). Targets (issue: uncertainty-aware
 MPC): ensemble spread-vs-error rho >= 0.7; relative error < 10% over 20+ steps; the stochastic
-model more robust out of distribution than the deterministic one (ratio reported). The
+model more robust out of distribution than the deterministic one (ratio reported), measured
+both on the mean prediction (RMSE, OOD over in-distribution) and on the whole predictive
+distribution (CRPS out of distribution, a proper score that rewards a spread covering what the
+model gets wrong). The
 held-out flights are also replayed without gusts (``gust_std=0``, same starts and policy seeds):
 the env's own noise sets a floor under any open-loop error, and the calm split shows how much of
 the error is the model's. That floor is measured too (``oracle``): from each held-out start the
@@ -186,9 +189,12 @@ def run_seed(seed: int, episodes: int, heldout: int, horizon: int,
                 int(expected[name].horizon_under(0.1, "relative_state_error")),
             "coverage_90_h20": _num(result.at("coverage_90", 20)),
             "ood_coverage_90_mean": _num(np.mean(ood.out_of_distribution[name].coverage_90)),
+            "crps_mean": _num(np.mean(result.crps)),
+            "ood_crps_mean": _num(np.mean(ood.out_of_distribution[name].crps)),
         }
     summary["ood_pets_vs_ensemble_mlp"] = ood.compare("pets", "ensemble-mlp")
     summary["ood_gaussian_vs_mlp"] = ood.compare("gaussian", "mlp")
+    summary["ood_pets_vs_mlp"] = ood.compare("pets", "mlp")
     return {"summary": summary, "fits": fits,
             "fidelity": {k: v.to_dict(include_pairs=True) for k, v in fidelity.items()},
             "curves": {"pets_gusts": [_num(v) for v in fidelity["pets"].relative_state_error],
@@ -268,11 +274,15 @@ def main(argv: list[str] | None = None) -> None:
              for name in ("oracle", *VARIANTS)}
     ood_abs = statistics.mean(results[s]["summary"]["ood_pets_vs_ensemble_mlp"]
                               ["ood_rmse_a_over_b"] for s in results)
+    ood_crps = {key: statistics.mean(results[s]["summary"][key]["ood_crps_a_over_b"]
+                                     for s in results)
+                for key in ("ood_pets_vs_ensemble_mlp", "ood_gaussian_vs_mlp", "ood_pets_vs_mlp")}
     payload = {
         "task": ENV, "obstacle_observation": args.obstacle_observation, "seeds": args.seeds, "train_episodes": args.episodes,
         "heldout_episodes": args.heldout, "horizon": args.horizon, "ood_options": OOD,
         "mean_over_seeds": table,
         "ood_rmse_pets_over_ensemble_mlp": ood_abs,
+        "ood_crps_ratios_mean_over_seeds": ood_crps,
         "targets": {
             "pets spread-vs-error rho >= 0.7": (table["pets"]["spearman_spread_error"] or 0) >= 0.7,
             "pets relative error (vs the true change from the start) < 10% over 20+ steps":
@@ -284,6 +294,11 @@ def main(argv: list[str] | None = None) -> None:
             "pets spread-vs-error rho >= 0.7 on the gust-free replay":
                 (table["pets"]["no_gusts_spearman_spread_error"] or 0) >= 0.7,
             "stochastic ensemble lower OOD error than deterministic ensemble": ood_abs < 1.0,
+            **{f"{a} lower OOD CRPS than {b} on every seed": all(
+                (results[s]["summary"][key]["ood_crps_a_over_b"] or 2) < 1.0 for s in results)
+               for a, b, key in (("pets", "ensemble-mlp", "ood_pets_vs_ensemble_mlp"),
+                                 ("gaussian", "mlp", "ood_gaussian_vs_mlp"),
+                                 ("pets", "mlp", "ood_pets_vs_mlp"))},
             **{f"{name} spread-vs-error rho >= 0.7 on every seed, {split}": all(
                 (results[s]["summary"][name][key] or 0) >= 0.7 for s in results)
                for name in ("ensemble-mlp", "pets")

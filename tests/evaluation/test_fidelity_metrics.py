@@ -107,6 +107,11 @@ def test_constructed_rollouts_give_known_errors_spreads_and_rank_correlation():
     # Samples c +- S: the 5-95% range is c +- 0.9 S (linear interpolation), the truth lies at
     # c - E h: inside for starts with E h <= 0.9 S, i.e. 2 of 5 at h = 1 and none later.
     np.testing.assert_allclose(result.coverage_90, [0.4] + [0.0] * (H - 1), rtol=1e-9)
+    # CRPS of the two samples c +- S at c - e (e = E h): E|X - y| = max(S, e), E|X - X'| / 2 =
+    # S / 2, in units of the scale (s0 and 2 s0: a mean factor 0.75 / s0 over the two dims).
+    expected = (np.maximum(SPREADS[:, None], ERRORS[:, None] * h[None])
+                - SPREADS[:, None] / 2).mean(0) * 0.75 / s0
+    np.testing.assert_allclose(result.crps, expected, rtol=1e-6)
 
 
 def test_oracle_has_zero_error_at_every_horizon(heldout):

@@ -25,6 +25,11 @@ sees the real observation at the start and the real actions, never a later obser
 ``spearman``              the same over all ``(start, h)`` pairs together (dominated by
                           both growing with ``h``; ``spearman_per_h`` asks whether the spread
                           also tells the harder starts apart at a fixed horizon)
+``crps[h]``               continuous ranked probability score of the ``K`` samples, per
+                          dimension in units of ``sigma_d``, mean over dims and starts:
+                          ``E|X - x| - E|X - X'| / 2`` (Gneiting & Raftery 2007); the mean
+                          absolute error for a deterministic model; lower is better, and a
+                          spread that covers the truth is rewarded
 ========================  =============================================================
 
 ``sigma_d`` is floored: a dimension that never varies in the data is measured in raw units.
@@ -77,7 +82,7 @@ __all__ = [
 
 PER_HORIZON_KEYS = ("mae", "mse", "rmse", "normalized_rmse", "relative_error",
                     "relative_error_pooled", "relative_state_error", "spread",
-                    "normalized_spread", "spearman_per_h", "coverage_90")
+                    "normalized_spread", "spearman_per_h", "coverage_90", "crps")
 """Arrays ``[H]`` of a :class:`FidelityResult` (index ``h - 1`` holds horizon ``h``)."""
 SCALE_FLOOR = 1e-6
 """Dimensions whose std in the data is below this are measured in raw units (scale 1)."""
@@ -268,6 +273,8 @@ class FidelityResult:
     """``[H]`` share of real values (over starts and dimensions) inside the 5th-95th
     percentile range of the ``K`` sampled rollouts: 0.9 is calibrated, lower is
     over-confident (a deterministic model's range is a point: 0)."""
+    crps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """``[H]`` normalised CRPS of the sampled rollouts (see the module docstring)."""
     pair_error: np.ndarray | None = field(default=None, repr=False)
     """``[N, H]`` normalised RMS error of every start and horizon (for scatter plots)."""
     pair_spread: np.ndarray | None = field(default=None, repr=False)
@@ -320,7 +327,7 @@ class FidelityResult:
     def from_dict(cls, data: Mapping[str, Any]) -> FidelityResult:
         """Inverse of :meth:`to_dict`."""
         try:
-            later = ("relative_state_error", "coverage_90")
+            later = ("relative_state_error", "coverage_90", "crps")
             arrays = {key: _from_json(data[key]) for key in PER_HORIZON_KEYS if key not in later}
             # Results written before these metrics existed read back with NaNs for them.
             for key in later:
@@ -440,7 +447,8 @@ def open_loop_fidelity(model: Any, episodes: Sequence[Mapping[str, np.ndarray]],
     image_scale = 255.0 if obs_dtype == torch.uint8 else 1.0
     N = len(windows_obs)
     per_pair: dict[str, list[np.ndarray]] = {k: [] for k in (
-        "abs", "sq", "nerr", "enorm", "change", "snorm", "spread", "nspread", "inside")}
+        "abs", "sq", "nerr", "enorm", "change", "snorm", "spread", "nspread", "inside",
+        "crps")}
     for lo in range(0, N, int(batch_size)):
         real = np.stack(windows_obs[lo:lo + batch_size])  # [b, H + 1, *obs]
         acts = torch.as_tensor(np.stack(windows_act[lo:lo + batch_size]), device=device)
@@ -463,6 +471,7 @@ def open_loop_fidelity(model: Any, episodes: Sequence[Mapping[str, np.ndarray]],
         per_pair["nspread"].append((std / scale).mean(-1))
         low, high = np.quantile(pred[:, :, 1:], [0.05, 0.95], axis=0)  # [b, H, D] each
         per_pair["inside"].append(((truth[:, 1:] >= low) & (truth[:, 1:] <= high)).mean(-1))
+        per_pair["crps"].append(_crps(pred[:, :, 1:] / scale, truth[:, 1:] / scale).mean(-1))
         if on_batch is not None:
             on_batch(min(lo + b, N), N)
     pairs = {k: np.concatenate(v, 0) for k, v in per_pair.items()}  # each [N, H]
@@ -486,8 +495,19 @@ def open_loop_fidelity(model: Any, episodes: Sequence[Mapping[str, np.ndarray]],
         spread=pairs["spread"].mean(0), normalized_spread=nspread.mean(0),
         spearman_per_h=np.asarray([spearman(nspread[:, h], nerr[:, h]) for h in range(H)]),
         spearman=spearman(nspread, nerr), coverage_90=pairs["inside"].mean(0),
+        crps=pairs["crps"].mean(0),
         pair_error=nerr, pair_spread=nspread,
     )
+
+
+def _crps(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """CRPS of the empirical distribution of ``samples [K, ...]`` at ``truth [...]``:
+    ``mean_k |x_k - y| - mean_{k, l} |x_k - x_l| / 2``, the second term from the sorted samples
+    (``sum_i (2i - K - 1) x_(i) / K^2``, i = 1..K) instead of all K^2 pairs."""
+    K = samples.shape[0]
+    first = np.abs(samples - truth[None]).mean(0)
+    weights = (2.0 * np.arange(1, K + 1) - K - 1).reshape(-1, *([1] * truth.ndim))
+    return first - (weights * np.sort(samples, axis=0)).sum(0) / K ** 2
 
 
 # -- out of distribution -------------------------------------------------------------------------
@@ -548,7 +568,9 @@ def compare_robustness(result: OODResult, a: str, b: str) -> dict[str, Any]:
         ``{"a", "b", "ratio_a", "ratio_b", "a_over_b": ratio_a / ratio_b (below 1: a is more
         robust), "ood_rmse_a_over_b": mean OOD RMSE of a over that of b, "ood_coverage_90_a"
         / "_b": mean OOD share of real values inside each model's 90% sample range (how
-        well each knows what it does not know), "more_robust": the label with the smaller
+        well each knows what it does not know), "ood_crps_a_over_b": mean OOD CRPS of a over
+        that of b (the whole predictive distribution scored, mean and spread; below 1: a
+        predicts the perturbed system better), "more_robust": the label with the smaller
         ratio}``.
     """
     ratio_a, ratio_b = result.robustness_ratio(a), result.robustness_ratio(b)
@@ -563,7 +585,16 @@ def compare_robustness(result: OODResult, a: str, b: str) -> dict[str, Any]:
             "a_over_b": ratio_a / ratio_b if ratio_b > 0 else float("inf"),
             "ood_rmse_a_over_b": ood_a / ood_b if ood_b > 0 else float("inf"),
             "ood_coverage_90_a": coverage(a), "ood_coverage_90_b": coverage(b),
+            "ood_crps_a_over_b": _mean_ratio(result.out_of_distribution[a].crps,
+                                             result.out_of_distribution[b].crps),
             "more_robust": a if ratio_a <= ratio_b else b}
+
+
+def _mean_ratio(a: np.ndarray, b: np.ndarray) -> float | None:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if not (np.isfinite(a).any() and np.isfinite(b).any()) or np.nanmean(b) <= 0:
+        return None
+    return float(np.nanmean(a) / np.nanmean(b))
 
 
 def ood_split(models: Mapping[str, Any] | Any, env: Any, env_options: Mapping[str, Any], *,
