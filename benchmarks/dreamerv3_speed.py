@@ -104,9 +104,12 @@ class _Cases:
         if units:
             overrides["model.units"] = units
         overrides.update(self.extra)
+        # "precision" is the training loop's setting (train.precision), not the agent's.
+        precision = overrides.pop("precision", "fp32")
         agent = build_agent("dreamerv3", ObservationSpec(
             obs_shape, "uint8" if len(obs_shape) == 3 else "float32"), spec,
             device=torch.device("cpu"), seed=self.seed, overrides=overrides)
+        agent.configure_training(precision=precision)
         self.params[key] = {"world_model": agent.model.num_parameters(),
                             "total": agent.model.num_parameters()
                             + sum(p.numel() for p in agent.actor.parameters())
@@ -210,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="instead of --compare: the working tree with this agent setting "
                              "(old) against the working tree as it is (new), interleaved")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="agent setting for every timed case (repeatable)")
+                        help="agent setting for every timed case (repeatable); precision=bf16 "
+                             "sets the training precision (train.precision)")
     parser.add_argument("--name", default="", help="result file name (default dreamerv3_speed, "
                                                    "dreamerv3_speed_compare with --compare)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
