@@ -230,15 +230,12 @@ class TokenModel(WorldModel):
                                 f"expected 0..{self.config.num_games - 1} (config.num_games)")
         return game.contiguous()
 
-    def _state(self, tokens: Tensor, game: Tensor, frame: Tensor | None = None,
-               frame_tokens: Tensor | None = None) -> State:
+    def _state(self, tokens: Tensor, game: Tensor, frame: Tensor, frame_tokens: Tensor) -> State:
         B = tokens.shape[0]
         zeros = torch.zeros(B, device=tokens.device)
-        tensors = {"tokens": tokens, "reward": zeros, "continue": torch.ones_like(zeros),
-                   "game": game}
-        if frame is not None:
-            tensors.update(frame=frame, frame_tokens=frame_tokens)
-        return State(tensors, {"family": self.family})
+        return State({"tokens": tokens, "reward": zeros, "continue": torch.ones_like(zeros),
+                      "game": game, "frame": frame, "frame_tokens": frame_tokens},
+                     {"family": self.family})
 
     @classmethod
     def smoke_specs(cls) -> tuple[ObservationSpec, ActionSpec]:
