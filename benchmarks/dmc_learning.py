@@ -69,19 +69,22 @@ AGENTS = {
 }
 
 
-def _result_name(name: str, task: str, pixels: bool) -> str:
-    return f"{name}_{task.replace('-', '_')}" + ("_pixels" if pixels else "")
+def _result_name(name: str, task: str, pixels: bool, tag: str = "") -> str:
+    return (f"{name}_{task.replace('-', '_')}" + ("_pixels" if pixels else "")
+            + (f"_{tag}" if tag else ""))
 
 
 def train_seeds(bench: AgentBench, task: str, seeds: list[int], steps: int, device: str,
                 overrides: dict[str, str], eval_every: int, eval_episodes: int, pixels: bool,
-                work: Path, checkpoint_every: int | None = None) -> None:
+                work: Path, checkpoint_every: int | None = None,
+                precision: str = "fp32") -> None:
     """Train every seed at once, one child process each (``learning.run_seeds``)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "machine.json").write_text(json.dumps(machine(), indent=1))
     train = {"env": f"dmc/{task}", "steps": steps, "device": device, "action_repeat": 2,
              "eval_every": eval_every, "eval_episodes": eval_episodes,
-             "checkpoint_every": checkpoint_every or eval_every, "log_every": 1000}
+             "checkpoint_every": checkpoint_every or eval_every, "log_every": 1000,
+             "precision": precision}
     if pixels:
         train.update(obs_type="image", image_size=64)
     run_seeds(bench.agent, train, overrides, seeds, jobs=len(seeds), root=work, logs=True)
@@ -93,15 +96,33 @@ def _at(evals: list[dict], step: int) -> float | None:
     return before[-1]["mean"] if before and before[-1]["step"] >= step * 0.95 else None
 
 
+def _previous_runs(result: str) -> dict[str, dict]:
+    """The runs of the committed result file ``results/RESULT.json`` (empty if none)."""
+    path = plot_path(result).with_suffix(".json")
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8")).get("runs", {})
+
+
 def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, started: float,
-           settings: dict) -> Path:
+           settings: dict, tag: str = "") -> Path:
+    result = _result_name(name, task, pixels, tag)
     runs = {p.name: compact_run(p) for p in sorted(work.glob("seed*")) if p.is_dir()}
-    if not runs:
-        raise SystemExit(f"{name}: no run directories seed<S> under {work}")
     for label, run in runs.items():  # what each seed really trained with, from its own config
         config = work / label / "config.json"
         if config.is_file():
-            run["agent_config"] = json.loads(config.read_text(encoding="utf-8"))["agent_config"]
+            recorded = json.loads(config.read_text(encoding="utf-8"))
+            run["agent_config"] = recorded["agent_config"]
+            run["precision"] = recorded.get("train", {}).get("precision", "fp32")
+    # Run directories do not outlive the machine they trained on; a seed reported before whose
+    # directory is gone keeps its committed record (marked), so results accumulate across
+    # sessions instead of being overwritten by the seeds present now.
+    for label, run in _previous_runs(result).items():
+        if label not in runs:
+            runs[label] = {**run, "kept_from_previous_report": True}
+    runs = dict(sorted(runs.items()))
+    if not runs:
+        raise SystemExit(f"{name}: no run directories seed<S> under {work}")
     anchors = load_anchors(task)
     column = bench.agent + ("-pixels" if pixels else "")  # dmc_published_summary.csv
     published = {k: v for k, v in anchors.items() if k.split("@")[0] == column}
@@ -119,7 +140,6 @@ def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, st
                    "met": len(got["seeds"]) >= 3 and got["mean"] >= target[1]}
     trained_on = (json.loads((work / "machine.json").read_text())
                   if (work / "machine.json").is_file() else machine())
-    result = _result_name(name, task, pixels)
     path = write_result(result, {
         "task": task, "agent": bench.agent, "observations": "64x64 pixels" if pixels else "state",
         "settings": settings, "trained_on": trained_on,
@@ -166,8 +186,13 @@ def main(name: str, argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=None,
                         help="agent steps between checkpoints (default: --eval-every); a "
                              "stopped run resumes from its newest one")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="training precision (train.precision)")
+    parser.add_argument("--tag", default="",
+                        help="suffix of the result name and default run folder, for a series "
+                             "with other settings (e.g. bf16)")
     parser.add_argument("--work", default=None,
-                        help=f"run directories (default runs/{name}/TASK[_pixels])")
+                        help=f"run directories (default runs/{name}/TASK[_pixels][_TAG])")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra agent-config override (repeatable)")
     parser.add_argument("--note", default="", help="free text recorded in the result (e.g. why "
@@ -177,18 +202,23 @@ def main(name: str, argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     started = time.time()
     work = Path(args.work) if args.work else (
-        RUNS / name / (args.task + ("_pixels" if args.pixels else "")))
+        RUNS / name / (args.task + ("_pixels" if args.pixels else "")
+                       + (f"_{args.tag}" if args.tag else "")))
     extra = dict(item.split("=", 1) for item in args.set)
     overrides = {bench.size_key: args.preset, **bench.default_overrides, **extra}
     settings = {"steps": args.steps, "preset": args.preset, "action_repeat": 2,
                 "observations": "64x64 pixels" if args.pixels else "state",
                 "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
+                "precision": args.precision,
                 "overrides": overrides, "other": "every other setting at the family's default",
                 "training_command": f"python -m benchmarks {name} --task {args.task} --seeds "
                                     f"{args.seeds} --steps {args.steps} --preset {args.preset} "
                                     f"--device {args.device} --eval-every {args.eval_every} "
                                     f"--eval-episodes {args.eval_episodes}"
                                     + (" --pixels" if args.pixels else "")
+                                    + (f" --precision {args.precision}"
+                                       if args.precision != "fp32" else "")
+                                    + (f" --tag {args.tag}" if args.tag else "")
                                     + (f" --checkpoint-every {args.checkpoint_every}"
                                        if args.checkpoint_every else "")
                                     + "".join(f" --set {item}" for item in args.set),
@@ -203,5 +233,5 @@ def main(name: str, argv: list[str] | None = None) -> None:
         atomic_write_text(recorded, json.dumps(settings, indent=1))
         train_seeds(bench, args.task, seeds, args.steps, args.device, overrides,
                     args.eval_every, args.eval_episodes, args.pixels, work,
-                    args.checkpoint_every)
-    print(f"wrote {report(name, bench, args.task, args.pixels, work, started, settings)}")
+                    args.checkpoint_every, args.precision)
+    print(f"wrote {report(name, bench, args.task, args.pixels, work, started, settings, args.tag)}")
