@@ -20,8 +20,14 @@ Two modes:
   from the machine that trained them. ``DIR/machine.json`` (written by the training mode) names
   that machine in the result, which otherwise describes the reporting machine, and
   ``DIR/settings.json`` the training command's settings (overrides, note), which the report
-  records instead of its own command line's. Each seed's resolved agent config is read from its
-  ``config.json``.
+  records instead of its own command line's. Each seed's resolved agent config and training
+  precision are read from its ``config.json``, the command that trained it from
+  ``DIR/seed<S>.settings.json``.
+
+Run directories stay on the machine that trained them. A report keeps the committed record of
+every seed of the previous result whose directory is gone (marked ``kept_from_previous_report``),
+so the seeds of one series can be trained in separate sessions on fresh machines, one command
+each. ``--tag`` gives a series with other settings (``--precision bf16``) a result of its own.
 """
 
 from __future__ import annotations
@@ -114,6 +120,9 @@ def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, st
             recorded = json.loads(config.read_text(encoding="utf-8"))
             run["agent_config"] = recorded["agent_config"]
             run["precision"] = recorded.get("train", {}).get("precision", "fp32")
+        command = work / f"{label}.settings.json"
+        if command.is_file():
+            run["settings"] = json.loads(command.read_text(encoding="utf-8"))
     # Run directories do not outlive the machine they trained on; a seed reported before whose
     # directory is gone keeps its committed record (marked), so results accumulate across
     # sessions instead of being overwritten by the seeds present now.
@@ -231,6 +240,8 @@ def main(name: str, argv: list[str] | None = None) -> None:
         seeds = [int(s) for s in args.seeds.split(",")]
         work.mkdir(parents=True, exist_ok=True)
         atomic_write_text(recorded, json.dumps(settings, indent=1))
+        for seed in seeds:  # the command of each seed, when seeds train in separate sessions
+            atomic_write_text(work / f"seed{seed}.settings.json", json.dumps(settings, indent=1))
         train_seeds(bench, args.task, seeds, args.steps, args.device, overrides,
                     args.eval_every, args.eval_episodes, args.pixels, work,
                     args.checkpoint_every, args.precision)

@@ -1,0 +1,60 @@
+"""The DMC learning report accumulates seeds trained in separate sessions."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+import benchmarks.common as common  # noqa: E402
+from benchmarks.dmc_learning import AGENTS, report  # noqa: E402
+
+
+def _fake_run(run_dir, evals: list[tuple[int, float]], precision: str) -> None:
+    """A run directory as the training loop leaves it: evaluations, metrics and config."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "eval.jsonl").write_text("".join(
+        json.dumps({"step": step, "mean": mean, "std": 1.0, "returns": [mean] * 5}) + "\n"
+        for step, mean in evals))
+    (run_dir / "metrics.jsonl").write_text(json.dumps(
+        {"step": evals[-1][0], "elapsed": 60.0, "episode/return": evals[-1][1]}) + "\n")
+    (run_dir / "config.json").write_text(json.dumps(
+        {"agent_config": {"train_ratio": 128}, "train": {"precision": precision}}))
+
+
+def test_report_keeps_committed_seeds_whose_run_dirs_are_gone(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    bench = AGENTS["dreamerv3_dmc"]
+    settings = {"training_command": "python -m benchmarks dreamerv3_dmc --seeds 0"}
+    session1 = tmp_path / "session1"
+    _fake_run(session1 / "seed0", [(10_000, 100.0), (20_000, 300.0)], "bf16")
+    (session1 / "seed0.settings.json").write_text(json.dumps(settings))
+    first = report("dreamerv3_dmc", bench, "cartpole-swingup", False, session1, time.time(),
+                   settings, tag="bf16")
+    assert first.name == "dreamerv3_dmc_cartpole_swingup_bf16.json"
+    assert first.with_suffix(".png").is_file()
+
+    # A later session on a fresh machine: seed 0's directory is gone, seed 1 is new.
+    session2 = tmp_path / "session2"
+    _fake_run(session2 / "seed1", [(10_000, 200.0), (20_000, 500.0)], "bf16")
+    second = report("dreamerv3_dmc", bench, "cartpole-swingup", False, session2, time.time(),
+                    settings, tag="bf16")
+    runs = json.loads(second.read_text())["runs"]
+    assert sorted(runs) == ["seed0", "seed1"]
+    assert runs["seed0"]["kept_from_previous_report"] is True
+    assert runs["seed0"]["settings"] == settings  # its own command survives
+    assert runs["seed0"]["precision"] == "bf16"
+    assert "kept_from_previous_report" not in runs["seed1"]
+    table = json.loads(second.read_text())["mean_at_step"]
+    assert table["20000"] == {"mean": 400.0, "seeds": [300.0, 500.0]}
+
+    # A run directory present again wins over the committed record.
+    _fake_run(session2 / "seed0", [(10_000, 50.0)], "fp32")
+    third = report("dreamerv3_dmc", bench, "cartpole-swingup", False, session2, time.time(),
+                   settings, tag="bf16")
+    runs = json.loads(third.read_text())["runs"]
+    assert "kept_from_previous_report" not in runs["seed0"]
+    assert [e["mean"] for e in runs["seed0"]["evals"]] == [50.0]
