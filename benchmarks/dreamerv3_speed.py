@@ -1,7 +1,8 @@
 """DreamerV3 speed on this CPU: milliseconds per training update, vector and 64x64 pixel inputs.
 
 One process, one torch thread; the ``size1m`` and ``size12m`` presets, each on vector
-observations (CartPole-v1 sizes: 4 observations, 2 discrete actions) and on 64x64 RGB images
+observations (CartPole-v1 sizes: 4 observations, 2 discrete actions; ``vector-continuous``:
+dm_control cartpole-swingup's 5 observations and 1 continuous action) and on 64x64 RGB images
 (dm_control cartpole from pixels: 1 continuous action; ``pixels`` is the reference CNN with
 stride-1 convolutions and max-pooling, ``pixels-strided`` the same channels with stride-2
 convolutions, ``model.cnn_strided=true``), timed in interleaved rounds so that
@@ -62,8 +63,12 @@ def _buffer(obs_shape, action_dim: int, discrete: bool, rows: int, seed: int):
     return buffer
 
 
-SPECS = {"vector": ((4,), 2, True), "pixels": ((3, 64, 64), 1, False),
-         "pixels-strided": ((3, 64, 64), 1, False)}
+# (observation shape, action size, discrete). ``vector-continuous`` is dm_control
+# cartpole-swingup from its state (5 observations, 1 continuous action): the actor learns by
+# backpropagation through the imagined dynamics (``actor_grad_continuous``), a larger update than
+# the discrete case's REINFORCE.
+SPECS = {"vector": ((4,), 2, True), "vector-continuous": ((5,), 1, False),
+         "pixels": ((3, 64, 64), 1, False), "pixels-strided": ((3, 64, 64), 1, False)}
 
 
 def _case_keys(presets: list[str], units: list[str], inputs: list[str]) -> list[str]:
