@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks import common
 from benchmarks.common import load_anchors, machine, plot_path, pyplot, write_result
 from benchmarks.learning import compact_run, run_seeds
 from worldflux.core.io import atomic_write_text
@@ -104,7 +105,7 @@ def _at(evals: list[dict], step: int) -> float | None:
 
 def _previous_runs(result: str) -> dict[str, dict]:
     """The runs of the committed result file ``results/RESULT.json`` (empty if none)."""
-    path = plot_path(result).with_suffix(".json")
+    path = common.RESULTS / f"{result}.json"
     if not path.is_file():
         return {}
     return json.loads(path.read_text(encoding="utf-8")).get("runs", {})
