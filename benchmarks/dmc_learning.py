@@ -76,9 +76,13 @@ AGENTS = {
 }
 
 
+def _suffix(pixels: bool, tag: str) -> str:
+    """``[_pixels][_TAG]``: what the result name and the default run folder add to the task."""
+    return ("_pixels" if pixels else "") + (f"_{tag}" if tag else "")
+
+
 def _result_name(name: str, task: str, pixels: bool, tag: str = "") -> str:
-    return (f"{name}_{task.replace('-', '_')}" + ("_pixels" if pixels else "")
-            + (f"_{tag}" if tag else ""))
+    return f"{name}_{task.replace('-', '_')}" + _suffix(pixels, tag)
 
 
 def train_seeds(bench: AgentBench, task: str, seeds: list[int], steps: int, device: str,
@@ -212,8 +216,7 @@ def main(name: str, argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     started = time.time()
     work = Path(args.work) if args.work else (
-        RUNS / name / (args.task + ("_pixels" if args.pixels else "")
-                       + (f"_{args.tag}" if args.tag else "")))
+        RUNS / name / (args.task + _suffix(args.pixels, args.tag)))
     extra = dict(item.split("=", 1) for item in args.set)
     overrides = {bench.size_key: args.preset, **bench.default_overrides, **extra}
     settings = {"steps": args.steps, "preset": args.preset, "action_repeat": 2,
