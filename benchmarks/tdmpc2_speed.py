@@ -6,6 +6,9 @@ the agent's full ``train_step`` (sample 256 windows of horizon 3 + 1 rows from a
 world-model loss and step, policy loss and step, Polyak update), a decision one MPPI plan with
 the official settings (6 iterations of 488 Gaussian + 24 policy-prior sequences, 64 elites,
 horizon 3). Observation and action sizes are dm_control cartpole-swingup's (5 and 1).
+
+On a CUDA device, ``--modes graphs,eager`` times both the CUDA-graph replay of the update and
+the decision (the agent's default there) and the eager launches, in the same rounds.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decisions", type=int, default=4, help="decisions timed per round")
     parser.add_argument("--presets", default="1,5", help="model sizes (millions of parameters)")
     parser.add_argument("--threads", default="1,2", help="torch thread counts")
+    parser.add_argument("--modes", default="graphs,eager",
+                        help="CUDA only: graphs (captured update and decision), eager, or both")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--name", default=None,
@@ -67,21 +72,29 @@ def main(argv: list[str] | None = None) -> None:
     thread_counts = [int(t) for t in args.threads.split(",")]
     load_before = os.getloadavg()
     buffer = _buffer(obs_dim, action_dim, 5010, args.seed)
+    modes = args.modes.split(",") if device.type == "cuda" else ["eager"]
     agents, params = {}, {}
     for preset in presets:
-        agent = build_agent("tdmpc2", ObservationSpec((obs_dim,)), ActionSpec(action_dim),
-                            device=device, seed=args.seed,
-                            overrides={"model.model_size": str(preset)})
-        agent.set_episode_length(500)
-        agent.env_steps = 10**9  # past the seed phase: act() plans
-        agents[preset] = agent
-        params[preset] = agent.model.num_parameters()
-        agent.train_step(buffer)  # warm-up
-        agent.act(np.zeros(obs_dim, np.float32), explore=True)
+        for mode in modes:
+            agent = build_agent("tdmpc2", ObservationSpec((obs_dim,)), ActionSpec(action_dim),
+                                device=device, seed=args.seed,
+                                overrides={"model.model_size": str(preset),
+                                           "cuda_graphs": str(mode == "graphs").lower()})
+            agent.set_episode_length(500)
+            agent.env_steps = 10**9  # past the seed phase: act() plans
+            agents[preset, mode] = agent
+            params[preset] = agent.model.num_parameters()
+            for _ in range(5):  # warm-up (graphs: 3 eager calls, then the capture)
+                agent.train_step(buffer)
+                agent.act(np.zeros(obs_dim, np.float32), explore=True)
     times: dict[str, list[float]] = {}
     obs = np.zeros(obs_dim, np.float32)
+
+    def case(preset: int, mode: str, threads: int) -> str:
+        return f"{preset}M_{threads}t" + (f"_{mode}" if device.type == "cuda" else "")
+
     for _ in range(args.rounds):
-        for preset, agent in agents.items():
+        for (preset, mode), agent in agents.items():
             for threads in thread_counts:
                 torch.set_num_threads(threads)
                 sync()
@@ -95,34 +108,43 @@ def main(argv: list[str] | None = None) -> None:
                 for _ in range(args.decisions):
                     agent.act(obs, explore=True)
                 decision_ms = (time.perf_counter() - t0) / args.decisions * 1000
-                times.setdefault(f"{preset}M_{threads}t_update", []).append(update_ms)
-                times.setdefault(f"{preset}M_{threads}t_decision", []).append(decision_ms)
-                print(f"{preset}M {threads} thread(s): update {update_ms:.1f} ms, "
-                      f"decision {decision_ms:.1f} ms", flush=True)
+                key = case(preset, mode, threads)
+                times.setdefault(f"{key}_update", []).append(update_ms)
+                times.setdefault(f"{key}_decision", []).append(decision_ms)
+                print(f"{key}: update {update_ms:.2f} ms, decision {decision_ms:.2f} ms",
+                      flush=True)
     results = {}
-    for preset in presets:
+    for preset, mode in agents:
         for threads in thread_counts:
-            key = f"{preset}M_{threads}t"
+            key = case(preset, mode, threads)
             up, dec = times[f"{key}_update"], times[f"{key}_decision"]
             results[key] = {
                 "preset": preset, "threads": threads, "parameters": params[preset],
-                "ms_per_update_median": round(statistics.median(up), 1),
-                "ms_per_decision_median": round(statistics.median(dec), 1),
-                "ms_per_update_rounds": [round(t, 1) for t in up],
-                "ms_per_decision_rounds": [round(t, 1) for t in dec],
+                "mode": mode,
+                "ms_per_update_median": round(statistics.median(up), 2),
+                "ms_per_decision_median": round(statistics.median(dec), 2),
+                "ms_per_update_rounds": [round(t, 2) for t in up],
+                "ms_per_decision_rounds": [round(t, 2) for t in dec],
                 "ms_per_agent_step_median": round(statistics.median(up)
-                                                  + statistics.median(dec), 1)}
-    print(json.dumps({k: {m: v for m, v in r.items() if "median" in m}
+                                                  + statistics.median(dec), 2)}
+    for key, result in results.items():  # graphs against eager, same preset and threads
+        eager = results.get(key.replace("_graphs", "_eager"))
+        if result["mode"] == "graphs" and eager:
+            result["speedup_vs_eager"] = {
+                "update": round(eager["ms_per_update_median"] / result["ms_per_update_median"], 2),
+                "decision": round(eager["ms_per_decision_median"]
+                                  / result["ms_per_decision_median"], 2)}
+    print(json.dumps({k: {m: v for m, v in r.items() if "median" in m or "speedup" in m}
                       for k, r in results.items()}, indent=1))
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(results)), 3.6))
     labels = list(results)
     x = np.arange(len(labels))
     ups = [results[k]["ms_per_update_median"] for k in labels]
     decs = [results[k]["ms_per_decision_median"] for k in labels]
     ax.bar(x - 0.2, ups, 0.4, label="update (batch 256, H 3)")
     ax.bar(x + 0.2, decs, 0.4, label="planning decision (MPPI 6 x 512)")
-    ax.set_xticks(x, [k.replace("_", ", ").replace("t", " thr") for k in labels])
+    ax.set_xticks(x, [k.replace("_", ", ").replace("t", " thr") for k in labels], fontsize=7)
     ax.set_ylabel("ms (median over rounds)")
     ax.set_title(f"TD-MPC2 on {device.type}")
     ax.legend(fontsize=8)
@@ -134,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         "decisions_per_round": args.decisions, "obs_dim": obs_dim, "action_dim": action_dim,
         "settings": "official defaults: batch 256, horizon 3, MPPI 6 iterations, 488 + 24 "
                     "samples, 64 elites; fp32",
+        "modes": modes,
         "load_average_1_5_15min": {"start": [round(x, 2) for x in load_before],
                                    "end": [round(x, 2) for x in os.getloadavg()]},
         "note": "2 threads are slower than 1 whenever other processes load the 2 cores "

@@ -14,6 +14,12 @@
   elites drawn with probability equal to its MPPI weight, its first action, plus
   ``std * noise`` while training (none in evaluation). ``plan_with_planner=False`` acts with
   the policy prior alone (the paper's ablation): a sample while training, the mean in evaluation.
+* On a CUDA device (``cuda_graphs``, fp32), the update and the planning decision are each
+  captured once as a CUDA graph and replayed (:class:`worldflux.core.cuda_graph.CUDAGraphStep`):
+  a few hundred kernel launches become one, the speed-up the official release gets from
+  ``torch.compile``. Random draws then come from the default CUDA generator (seeded by the
+  agent's seed), non-finite gradients skip the Adam step inside the graph (fused Adam's
+  ``found_inf``) and are counted after it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 from torch import Tensor
 
 from worldflux.agents.base import Agent, AgentRegistry
+from worldflux.core.cuda_graph import CUDAGraphStep, graphs_available
 from worldflux.core.errors import ConfigError
 from worldflux.core.spec import ActionSpec, ObservationSpec
 from worldflux.data.tensors import to_torch
@@ -80,6 +87,9 @@ class TDMPC2AgentConfig:
     """Updates on the seed data when the seed phase ends; -1 = ``seed_steps`` (official)."""
     steps_per_update: int = 1
     """Environment steps per update after the seed phase (official: 1)."""
+    cuda_graphs: bool = True
+    """On a CUDA device with fp32 training, replay the update and the planning decision as
+    CUDA graphs (ignored on the CPU)."""
 
     def validate(self) -> None:
         self.planner.validate()
@@ -127,11 +137,15 @@ class TDMPC2Agent(Agent):
         policy_ids = {id(p) for p in self.model.policy.parameters()}
         rest = [p for p in self.model.parameters()
                 if id(p) not in encoder_ids and id(p) not in policy_ids]
+        self._graphs = bool(config.cuda_graphs and graphs_available(device))
+        # A captured step needs device-side Adam state (capturable) and the fused kernel, whose
+        # found_inf input skips a step with non-finite gradients without a host round trip.
+        adam = {"fused": True, "capturable": True} if self._graphs else {}
         self.optimizer = torch.optim.Adam(
             [{"params": encoder, "lr": config.lr * config.enc_lr_scale},
-             {"params": rest}], lr=config.lr)
+             {"params": rest}], lr=config.lr, **adam)
         self.pi_optimizer = torch.optim.Adam(self.model.policy.parameters(), lr=config.lr,
-                                             eps=config.pi_eps)
+                                             eps=config.pi_eps, **adam)
         self._model_params = [(n, p) for n, p in self.model.named_parameters()
                               if id(p) not in policy_ids]
         self._policy_params = list(self.model.policy.named_parameters())
@@ -149,6 +163,10 @@ class TDMPC2Agent(Agent):
         self.pretrained = False
         self.updates = 0
         self._last: dict[str, float] = {}
+        self._update_graph: CUDAGraphStep | None = None
+        self._decide_graph: CUDAGraphStep | None = None
+        if self._graphs:
+            self._setup_graphs()
 
     @property
     def world_model(self) -> TDMPC2Model:
@@ -159,9 +177,96 @@ class TDMPC2Agent(Agent):
         super().configure_training(precision=precision, nonfinite_limit=nonfinite_limit,
                                    dist=dist)
         self.amp.max_grad_norm = self.config.grad_clip_norm
+        if self._graphs and (self.amp.enabled or dist is not None):
+            # Mixed precision and gradient all-reduce stay on the eager path.
+            logger.info("tdmpc2: CUDA graphs off (precision %s%s)", precision,
+                        ", distributed" if dist is not None else "")
+            self._graphs = False
+            self._update_graph = self._decide_graph = None
+            for optimizer in (self.optimizer, self.pi_optimizer):
+                optimizer.__dict__.pop("found_inf", None)
 
     def reset(self) -> None:
         self.planner.reset()
+        if self._graphs:
+            self._has_previous.zero_()
+
+    # -- CUDA graphs ------------------------------------------------------------------------
+    def _setup_graphs(self) -> None:
+        H, A = self.planner.config.horizon, self.action_spec.dim
+        self._previous = torch.zeros(H, A, device=self.device)
+        self._has_previous = torch.zeros((), device=self.device)
+        self._found_inf = {k: torch.zeros((), device=self.device) for k in ("model", "policy")}
+        self.optimizer.found_inf = self._found_inf["model"]
+        self.pi_optimizer.found_inf = self._found_inf["policy"]
+
+        def drop_grads() -> None:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.pi_optimizer.zero_grad(set_to_none=True)
+
+        self._update_graph = CUDAGraphStep(self._update_step, before_capture=drop_grads)
+        self._decide_graph = CUDAGraphStep(self._decide_step)
+
+    def _update_step(self, **batch: Tensor) -> dict[str, Tensor]:
+        """One update without host synchronisation (captured by :class:`CUDAGraphStep`)."""
+        cfg, model = self.config, self.model
+        model.train()
+        out, zs = model.world_model_loss(batch, tensor_metrics=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        model_norm = self._clip([p for _, p in self._model_params])
+        self._found_inf["model"].copy_((~torch.isfinite(model_norm)).float())
+        self.optimizer.step()
+        pi = model.policy_loss(zs.detach(), valid=model._step_mask(batch), tensor_metrics=True)
+        self.pi_optimizer.zero_grad(set_to_none=True)
+        pi.loss.backward()
+        pi_norm = self._clip([p for _, p in self._policy_params])
+        self._found_inf["policy"].copy_((~torch.isfinite(pi_norm)).float())
+        self.pi_optimizer.step()
+        model.soft_update_target()
+        model.eval()
+        metrics = {f"model/{k}": v for k, v in out.metrics.items()}
+        metrics.update({f"policy/{k}": v for k, v in pi.metrics.items()})
+        metrics.update({"model/grad_norm": model_norm, "policy/grad_norm": pi_norm,
+                        "skipped/model": self._found_inf["model"].clone(),
+                        "skipped/policy": self._found_inf["policy"].clone()})
+        return metrics
+
+    def _clip(self, params: list[Tensor]) -> Tensor:
+        if self.config.grad_clip_norm > 0:
+            return torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip_norm)
+        return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+
+    def _decide_step(self, obs: Tensor, explore: Tensor) -> dict[str, Tensor]:
+        """One MPPI decision without host synchronisation (captured by :class:`CUDAGraphStep`);
+        the warm start lives in ``self._previous`` / ``self._has_previous``."""
+        z = self.model.encode_obs(obs)
+        prior = self.policy_prior(z, generator=None) if self.config.num_pi_trajs > 0 else None
+        planner = self.planner
+        centre = ((planner.low + planner.high) / 2).expand_as(self._previous)
+        shifted = torch.cat([self._previous[1:], centre[-1:]], 0)
+        warm = self._has_previous if planner.config.warm_start else torch.zeros_like(
+            self._has_previous)
+        mean = torch.where(warm > 0, shifted, centre)
+        last: dict[str, Tensor] = {}
+
+        def objective(sequences: Tensor) -> Tensor:
+            values = self.estimate_value(z.expand(sequences.shape[0], -1), sequences,
+                                         generator=None)
+            last["samples"], last["values"] = sequences, values
+            return values
+
+        out = planner.optimise(objective, prior, mean, None)
+        self._previous.copy_(out["best"] if planner.config.return_best else out["mean"])
+        self._has_previous.fill_(1.0)
+        weights, elites, std = self.final_elites(last["samples"], last["values"])
+        if self.config.action_selection == "sample_elite":
+            action = elites[torch.multinomial(weights, 1)[0], 0]
+        else:
+            action = self._previous[0]
+        action = action + explore * std[0] * torch.randn_like(action)
+        info = torch.stack([out["best_value"], std[0].mean(), 1.0 / weights.pow(2).sum()])
+        return {"action": action, "info": info}
 
     # -- schedule ---------------------------------------------------------------------------
     def set_episode_length(self, episode_length: int) -> None:
@@ -194,23 +299,28 @@ class TDMPC2Agent(Agent):
                 action = (sample if explore else info["mean"])[0]
         return action.clamp(self.action_spec.low, self.action_spec.high).float().cpu().numpy()
 
-    def policy_prior(self, z: Tensor) -> Tensor:
+    def policy_prior(self, z: Tensor, *, generator: torch.Generator | None | str = "agent"
+                     ) -> Tensor:
         """``num_pi_trajs`` trajectories ``[K, H, A]`` of the policy prior from ``z [1, L]``
-        rolled out through the latent dynamics (official ``_plan``)."""
+        rolled out through the latent dynamics (official ``_plan``); ``generator`` defaults
+        to the agent's."""
+        generator = self.generator if generator == "agent" else generator
         H, K = self.planner.config.horizon, self.config.num_pi_trajs
         z = z.expand(K, -1)
         actions = []
         for t in range(H):
-            action, _ = self.model.pi(z, generator=self.generator)
+            action, _ = self.model.pi(z, generator=generator)
             actions.append(action)
             if t < H - 1:
                 z = self.model.next(z, action)
         return torch.stack(actions, 1)
 
-    def estimate_value(self, z: Tensor, actions: Tensor) -> Tensor:
+    def estimate_value(self, z: Tensor, actions: Tensor, *,
+                       generator: torch.Generator | None | str = "agent") -> Tensor:
         """``sum_t gamma^t R(z_t, a_t) + gamma^H Q_avg2(z_H, pi(z_H))`` for ``z [N, L]`` and
         ``actions [N, H, A]`` -> ``[N]`` (official ``_estimate_value``; episodic tasks stop
-        accumulating after a predicted termination)."""
+        accumulating after a predicted termination); ``generator`` defaults to the agent's."""
+        generator = self.generator if generator == "agent" else generator
         gamma = self.model.discount
         value = torch.zeros(z.shape[0], device=z.device)
         done = torch.zeros_like(value)
@@ -223,14 +333,21 @@ class TDMPC2Agent(Agent):
             if self.model.config.episodic:
                 ended = (torch.sigmoid(self.model.termination_logit(z)) > 0.5).float()
                 done = torch.clamp(done + ended, max=1.0)
-        action, _ = self.model.pi(z, generator=self.generator)
-        q = self.model.Q(z, action, "avg", generator=self.generator)
+        action, _ = self.model.pi(z, generator=generator)
+        q = self.model.Q(z, action, "avg", generator=generator)
         return value + discount * (1 - done) * q
 
     @torch.no_grad()
     def plan(self, obs: Tensor, *, explore: bool) -> Tensor:
         """One MPPI decision from ``obs [1, *obs_shape]``; returns the action ``[A]``."""
         cfg = self.config
+        if self._decide_graph is not None:
+            out = self._decide_graph(obs=obs, explore=torch.full((), float(explore),
+                                                                 device=self.device))
+            info = out["info"].tolist()
+            self._last = {"planner/value": info[0], "planner/std_first": info[1],
+                          "planner/effective_samples": info[2]}
+            return out["action"].clone()
         z = self.model.encode_obs(obs)
         prior = self.policy_prior(z) if cfg.num_pi_trajs > 0 else None
         last: dict[str, Tensor] = {}
@@ -306,6 +423,8 @@ class TDMPC2Agent(Agent):
         """One TD-MPC2 update from ``buffer.sample(batch_size, horizon + 1)``."""
         cfg = self.config
         batch = to_torch(buffer.sample(cfg.batch_size, cfg.horizon + 1), self.device)
+        if self._update_graph is not None:
+            return self._graph_train_step(batch)
         self.model.train()
         try:
             with self.amp.autocast():
@@ -332,8 +451,25 @@ class TDMPC2Agent(Agent):
         metrics["model/discount"] = float(self.model.discount)
         return metrics
 
+    def _graph_train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        assert self._update_graph is not None
+        out = self._update_graph(**batch)
+        values = dict(zip(out, torch.stack(list(out.values())).tolist(), strict=True))
+        for part in ("model", "policy"):
+            if values.pop(f"skipped/{part}") > 0:
+                self.nonfinite.skip(f"tdmpc2 {part}", "a non-finite gradient norm "
+                                    f"({values[f'{part}/grad_norm']})")
+            else:
+                self.nonfinite.in_a_row = 0
+        self.updates += 1
+        values["model/discount"] = float(self.model.discount)
+        return values
+
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        if self._graphs:  # the graph's warm start, in the planner's own format
+            self.planner._previous = (self._previous.clone() if float(self._has_previous)
+                                      else None)
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -356,6 +492,11 @@ class TDMPC2Agent(Agent):
         self.pi_optimizer.load_state_dict(state["pi_optimizer"])
         self.amp.load_state_dict(state.get("amp") or {})
         self.planner.load_state_dict(state["planner"])
+        if self._graphs:
+            previous = self.planner._previous
+            self._has_previous.fill_(float(previous is not None))
+            if previous is not None:
+                self._previous.copy_(previous)
         self.generator.set_state(state["generator"])
         self.rng.bit_generator.state = state["rng"]
         self.env_steps = int(state["env_steps"])

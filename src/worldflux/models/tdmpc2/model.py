@@ -65,6 +65,23 @@ def tdmpc2_sequences(batch: Batch) -> dict[str, Tensor]:
             "valid": valid}
 
 
+def _metrics(metrics: dict[str, Tensor], as_tensors: bool) -> dict:
+    """Detached 0-d metric tensors, or floats (one host synchronisation for all)."""
+    if as_tensors:
+        return metrics
+    values = torch.stack([v.float() for v in metrics.values()]).tolist()
+    return dict(zip(metrics, values, strict=True))
+
+
+def _percentile(ordered: Tensor, p: float) -> Tensor:
+    """The ``p`` quantile of sorted values ``[N]``, linearly interpolated (``torch.quantile``'s
+    default)."""
+    position = p * (ordered.shape[0] - 1)
+    below = int(position)
+    above = min(below + 1, ordered.shape[0] - 1)
+    return torch.lerp(ordered[below], ordered[above], position - below)
+
+
 @WorldModelRegistry.register("tdmpc2", TDMPC2Config, tier="experimental",
                              description="TD-MPC2 implicit world model (SimNorm latent, two-hot "
                                          "reward/Q ensemble, policy prior) for MPPI planning")
@@ -221,7 +238,12 @@ class TDMPC2Model(WorldModel):
         return values.min(0).values if return_type == "min" else values.mean(0)
 
     def draw_heads(self, generator: torch.Generator | None = None, device=None) -> Tensor:
-        """Two distinct Q-function indices drawn uniformly (official ``randperm(num_q)[:2]``)."""
+        """Two distinct Q-function indices drawn uniformly (official ``randperm(num_q)[:2]``).
+
+        On a CUDA device the permutation is the argsort of uniform draws (the same
+        distribution), which a CUDA graph can capture."""
+        if device is not None and torch.device(device).type == "cuda":
+            return torch.rand(self.sizes.num_q, generator=generator, device=device).argsort()[:2]
         return torch.randperm(self.sizes.num_q, generator=generator, device=device)[:2]
 
     @torch.no_grad()
@@ -247,8 +269,8 @@ class TDMPC2Model(WorldModel):
         self.qs.soft_update(self.config.tau)
 
     # -- losses ---------------------------------------------------------------------------
-    def world_model_loss(self, batch: Batch, *, generator: torch.Generator | None = None
-                         ) -> tuple[LossOutput, Tensor]:
+    def world_model_loss(self, batch: Batch, *, generator: torch.Generator | None = None,
+                         tensor_metrics: bool = False) -> tuple[LossOutput, Tensor]:
         """TD-MPC2's model loss (official ``_update``) on a batch ``[B, T]``, ``H = T - 1``.
 
         ``z_0 = h(o_0)``, ``z_{t+1} = d(z_t, a_t)``; with ``z'_t = sg(h(o_{t+1}))``:
@@ -259,6 +281,8 @@ class TDMPC2Model(WorldModel):
 
         Returns:
             The loss and the latents ``zs [H + 1, B, latent_dim]`` (for the policy update).
+            ``tensor_metrics`` keeps the metrics as detached 0-d tensors (no host
+            synchronisation, as a CUDA graph needs) instead of floats.
         """
         cfg = self.config
         seq = tdmpc2_sequences(batch)
@@ -288,28 +312,29 @@ class TDMPC2Model(WorldModel):
         components = {"consistency": cfg.consistency_coef * consistency,
                       "reward": cfg.reward_coef * reward_loss,
                       "value": cfg.value_coef * value_loss}
-        metrics = {"consistency_loss": float(consistency.detach()),
-                   "reward_loss": float(reward_loss.detach()),
-                   "value_loss": float(value_loss.detach())}
+        metrics = {"consistency_loss": consistency.detach(),
+                   "reward_loss": reward_loss.detach(),
+                   "value_loss": value_loss.detach()}
         if cfg.episodic:
             logits = self.termination_logit(zs_t[1:])
             bce = F.binary_cross_entropy_with_logits(logits, terminated, reduction="none")
             termination_loss = (bce * valid).mean()
             components["termination"] = cfg.termination_coef * termination_loss
-            metrics["termination_loss"] = float(termination_loss.detach())
+            metrics["termination_loss"] = termination_loss.detach()
         total = sum(components.values())
-        metrics["model_loss"] = float(total.detach())
-        return LossOutput(total, components, metrics), zs_t
+        metrics["model_loss"] = total.detach()
+        return LossOutput(total, components, _metrics(metrics, tensor_metrics)), zs_t
 
     def policy_loss(self, zs: Tensor, *, valid: Tensor | None = None,
                     generator: torch.Generator | None = None,
-                    update_scale: bool = True) -> LossOutput:
+                    update_scale: bool = True, tensor_metrics: bool = False) -> LossOutput:
         """Policy prior loss on detached latents ``zs [H + 1, B, L]`` (official ``update_pi``).
 
         ``mean_t rho^t mean_b (-(entropy_coef * scaled_entropy + Q_avg2(z, pi(z)) / S))`` where
         ``Q_avg2`` averages two randomly drawn Q-functions (parameters detached) and ``S`` is
         the running Q scale, first updated from ``Q`` at ``t = 0`` when ``update_scale``.
-        ``valid [H + 1, B]`` masks latents past an episode start (None: all valid).
+        ``valid [H + 1, B]`` masks latents past an episode start (None: all valid);
+        ``tensor_metrics`` as in :meth:`world_model_loss`.
         """
         cfg = self.config
         action, info = self.pi(zs, generator=generator)
@@ -323,20 +348,21 @@ class TDMPC2Model(WorldModel):
         if valid is not None:
             per_sample = per_sample * valid
         loss = (per_sample.mean(1) * weights).mean()
-        metrics = {"pi_loss": float(loss.detach()),
-                   "pi_entropy": float(info["entropy"].detach().mean()),
-                   "pi_scaled_entropy": float(info["scaled_entropy"].detach().mean()),
-                   "pi_scale": float(self.q_scale),
-                   "pi_log_std": float(info["log_std"].detach().mean())}
-        return LossOutput(loss, {"policy": loss}, metrics)
+        metrics = {"pi_loss": loss.detach(),
+                   "pi_entropy": info["entropy"].detach().mean(),
+                   "pi_scaled_entropy": info["scaled_entropy"].detach().mean(),
+                   "pi_scale": self.q_scale.detach().clone(),
+                   "pi_log_std": info["log_std"].detach().mean()}
+        return LossOutput(loss, {"policy": loss}, _metrics(metrics, tensor_metrics))
 
     @torch.no_grad()
     def update_q_scale(self, q: Tensor) -> None:
         """``S <- lerp(S, max(P95(q) - P5(q), 1), tau)`` over the batch ``q [B]`` (official
-        ``RunningScale``: linear-interpolated percentiles)."""
-        bounds = torch.quantile(q.detach().float().reshape(-1),
-                                torch.tensor([0.05, 0.95], device=q.device))
-        value = torch.clamp(bounds[1] - bounds[0], min=1.0)
+        ``RunningScale``: linear-interpolated percentiles, as ``torch.quantile``; computed from
+        a sort with fixed positions so that no host synchronisation happens)."""
+        ordered = q.detach().float().reshape(-1).sort().values
+        low, high = (_percentile(ordered, p) for p in (0.05, 0.95))
+        value = torch.clamp(high - low, min=1.0)
         self.q_scale.lerp_(value, self.config.tau)
 
     # -- quality gates (``worldflux verify``) ---------------------------------------------------

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Steps of a lent-GPU session, run on the device machine from the repository root (see
+# benchmarks/device_bundle.py for the archive it unpacks). Everything that must come back is
+# written under $OUT (at most 8 files), logs and run records packed into one archive.
+#
+#   bash benchmarks/device_session.sh check              # CUDA tests + tdmpc2_speed (cuda)
+#   bash benchmarks/device_session.sh learn SECONDS ARGS # python -m benchmarks ARGS, stopped
+#                                                        # after SECONDS, run records packed
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p /tmp/site "$OUT"
+[ -f /tmp/site/.unpacked ] || { tar -xJf .gpu/site.tar.xz -C /tmp/site && touch /tmp/site/.unpacked; }
+export PYTHONPATH=/tmp/site:$PWD/src MUJOCO_GL=egl PYTHONUNBUFFERED=1
+step=$1; shift
+case $step in
+  check)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)"
+    python3 -m pytest -q -p no:cacheprovider tests/agents/test_tdmpc2_cuda_graphs.py \
+      tests/agents/test_tdmpc2_agent.py 2>&1 | tail -15
+    python3 -m benchmarks tdmpc2_speed --device cuda --presets "${PRESETS:-1,5}" --threads 1 \
+      --rounds 3 --updates 20 --decisions 20 --modes graphs,eager 2>&1 | tail -40
+    cp benchmarks/results/tdmpc2_speed_cuda.* "$OUT"/ ;;
+  learn)
+    seconds=$1; shift
+    timeout "$seconds" python3 -m benchmarks "$@" > "$OUT/learn.log" 2>&1
+    echo "exit $?"; tail -5 "$OUT/learn.log"
+    tar -czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='*.pt' --exclude='checkpoint*' \
+      --exclude='*.npz' runs/
+    for log in runs/*/*/seed*.log; do echo "== $log"; tail -3 "$log"; done
+    for f in runs/*/*/seed*/eval.jsonl; do echo "== $f"; cat "$f"; done ;;
+esac
