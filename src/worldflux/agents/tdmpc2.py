@@ -261,7 +261,10 @@ class TDMPC2Agent(Agent):
         self._has_previous.fill_(1.0)
         weights, elites, std = self.final_elites(last["samples"], last["values"])
         if self.config.action_selection == "sample_elite":
-            action = elites[torch.multinomial(weights, 1)[0], 0]
+            # torch.multinomial checks its input on the host; its own one-sample method,
+            # argmax(w / Exp(1)), draws the same distribution without that check.
+            choice = (weights / torch.empty_like(weights).exponential_()).argmax()
+            action = elites[choice, 0]
         else:
             action = self._previous[0]
         action = action + explore * std[0] * torch.randn_like(action)
