@@ -16,8 +16,9 @@ case $step in
   check)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)"
-    python3 -m pytest -q -p no:cacheprovider tests/agents/test_tdmpc2_cuda_graphs.py \
-      tests/agents/test_tdmpc2_agent.py 2>&1 | tail -15
+    for tests in tests/agents/test_tdmpc2_cuda_graphs.py tests/agents/test_tdmpc2_agent.py; do
+      python3 -m pytest -q -x -p no:cacheprovider "$tests" 2>&1 | tail -12
+    done
     python3 -m benchmarks tdmpc2_speed --device cuda --presets "${PRESETS:-1,5}" --threads 1 \
       --rounds 3 --updates 20 --decisions 20 --modes graphs,eager 2>&1 | tail -40
     cp benchmarks/results/tdmpc2_speed_cuda.* "$OUT"/ ;;
