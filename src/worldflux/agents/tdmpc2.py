@@ -263,8 +263,9 @@ class TDMPC2Agent(Agent):
         if self.config.action_selection == "sample_elite":
             # torch.multinomial checks its input on the host; its own one-sample method,
             # argmax(w / Exp(1)), draws the same distribution without that check.
-            choice = (weights / torch.empty_like(weights).exponential_()).argmax()
-            action = elites[choice, 0]
+            # (A 0-d index tensor would be read on the host: index_select keeps it on device.)
+            choice = (weights / torch.empty_like(weights).exponential_()).argmax().view(1)
+            action = elites.index_select(0, choice)[0, 0]
         else:
             action = self._previous[0]
         action = action + explore * std[0] * torch.randn_like(action)
