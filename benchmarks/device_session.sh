@@ -4,6 +4,7 @@
 # written under $OUT (at most 8 files), logs and run records packed into one archive.
 #
 #   bash benchmarks/device_session.sh check              # CUDA tests + tdmpc2_speed (cuda)
+#   bash benchmarks/device_session.sh py SCRIPT ARGS     # any script, same environment
 #   bash benchmarks/device_session.sh learn SECONDS ARGS # python -m benchmarks ARGS, stopped
 #                                                        # after SECONDS, run records packed
 set -uo pipefail
@@ -13,6 +14,8 @@ mkdir -p /tmp/site "$OUT"
 export PYTHONPATH=/tmp/site:$PWD/src MUJOCO_GL=egl PYTHONUNBUFFERED=1
 step=$1; shift
 case $step in
+  py)
+    python3 "$@" 2>&1 | tail -60 ;;
   check)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)"
