@@ -28,8 +28,8 @@ case $step in
   learn)
     seconds=$1; shift
     # State tasks render nothing; without the EGL libraries (see the device README), an
-    # unset MUJOCO_GL lets dm_control load without a renderer.
-    [[ " $* " == *" --pixels "* ]] || unset MUJOCO_GL
+    # MUJOCO_GL=disable lets dm_control load without a renderer.
+    [[ " $* " == *" --pixels "* ]] || export MUJOCO_GL=disable
     timeout "$seconds" python3 -m benchmarks "$@" > "$OUT/learn.log" 2>&1
     echo "exit $?"; tail -5 "$OUT/learn.log"
     tar -czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='*.pt' --exclude='checkpoint*' \
