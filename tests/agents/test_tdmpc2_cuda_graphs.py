@@ -142,3 +142,21 @@ def test_tdmpc2_agent_learns_and_plans_on_cuda(graphs):
         assert float(agent._has_previous) == 1.0
         agent.reset()
         assert float(agent._has_previous) == 0.0
+
+
+def test_graphs_stay_on_in_single_process_fp32_training(monkeypatch):
+    """The training loop always passes a DistContext (one process: TD-MPC2 is not
+    distributed); only mixed precision turns the graphs off, and the optimisers then lose the
+    graph's found_inf flag."""
+    import worldflux.agents.tdmpc2 as module
+    from worldflux.core.distributed import DistContext
+
+    monkeypatch.setattr(module, "graphs_available", lambda device: True)
+    agent = build_agent("tdmpc2", ObservationSpec((3,)), ActionSpec(1),
+                        device=torch.device("cpu"), overrides={"model.model_size": "1"})
+    assert agent._graphs and agent.optimizer.defaults["fused"]
+    agent.configure_training(precision="fp32", dist=DistContext())
+    assert agent._graphs and agent._update_graph is not None
+    agent.configure_training(precision="bf16", dist=DistContext())
+    assert not agent._graphs and agent._update_graph is None
+    assert not hasattr(agent.optimizer, "found_inf")

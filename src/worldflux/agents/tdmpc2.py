@@ -177,10 +177,9 @@ class TDMPC2Agent(Agent):
         super().configure_training(precision=precision, nonfinite_limit=nonfinite_limit,
                                    dist=dist)
         self.amp.max_grad_norm = self.config.grad_clip_norm
-        if self._graphs and (self.amp.enabled or (dist is not None and dist.enabled)):
-            # Mixed precision and gradient all-reduce stay on the eager path.
-            logger.info("tdmpc2: CUDA graphs off (precision %s%s)", precision,
-                        ", distributed" if dist is not None and dist.enabled else "")
+        if self._graphs and self.amp.enabled:
+            # Mixed precision stays on the eager path (autocast caches and the fp16 scaler).
+            logger.info("tdmpc2: CUDA graphs off (precision %s)", precision)
             self._graphs = False
             self._update_graph = self._decide_graph = None
             for optimizer in (self.optimizer, self.pi_optimizer):
