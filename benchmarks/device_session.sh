@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Steps of a lent-GPU session, run on the device machine from the repository root (see
-# benchmarks/device_bundle.py for the archive it unpacks). Everything that must come back is
-# written under $OUT (at most 8 files), logs and run records packed into one archive.
+# benchmarks/device_bundle.py for the archive it unpacks; carry [".gpu"], plus ".gl" for pixel
+# tasks). Everything that must come back is written under $OUT (at most 8 files), logs and
+# run records packed into one archive. Measured in session 11 (H100): a TD-MPC2 5M seed on
+# cartpole-swingup runs about 80 agent steps/s alone with CUDA graphs, so 50k steps take about
+# 12 minutes; a warm machine keeps runs/ between calls, so two calls of 10 minutes continue one
+# run (--checkpoint-every 2500 bounds what a stopped call loses).
 #
 #   bash benchmarks/device_session.sh check              # CUDA tests + tdmpc2_speed (cuda)
 #   bash benchmarks/device_session.sh py SCRIPT ARGS     # any script, same environment
@@ -12,6 +16,14 @@ OUT=${OUT:-/tmp/out}
 mkdir -p /tmp/site "$OUT"
 [ -f /tmp/site/.unpacked ] || { tar -xJf .gpu/site.tar.xz -C /tmp/site && touch /tmp/site/.unpacked; }
 export PYTHONPATH=/tmp/site:$PWD/src MUJOCO_GL=egl PYTHONUNBUFFERED=1
+# EGL for pixel tasks: the loader libraries the device image lacks, carried as Debian packages
+# in .gl/ (fetched here once, see the device README: apt-get download libegl1 libglvnd0 ...).
+if compgen -G ".gl/*.deb" > /dev/null && [ ! -f /tmp/site/.gl-unpacked ]; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig && touch /tmp/site/.gl-unpacked
+fi
+vendor=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+[ -f "$vendor" ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$vendor
 step=$1; shift
 case $step in
   py)
