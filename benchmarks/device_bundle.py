@@ -20,7 +20,9 @@ then every device call names ``.gpu`` in ``carry`` and starts with::
     export PYTHONPATH=/tmp/site:$PWD/src MUJOCO_GL=egl &&
     python3 -m benchmarks tdmpc2_dmc --device cuda ...
 
-Results come back through ``$OUT``: run the benchmark with ``--work $OUT/runs`` only if its
+``benchmarks/device_session.sh`` wraps that prefix (``check``: the CUDA tests and
+``tdmpc2_speed``; ``learn SECONDS ARGS``: a benchmark stopped in time, its logs packed into
+``$OUT``; ``py SCRIPT``). Results come back through ``$OUT``: run the benchmark with ``--work $OUT/runs`` only if its
 files stay under the device tool's limits (8 files), otherwise copy the ``eval.jsonl`` /
 ``metrics.jsonl`` / ``config.json`` of each seed into ``$OUT`` and rebuild the report here with
 ``--report --work DIR``.
