@@ -88,3 +88,11 @@ def test_pets_smoke_task_fits_pendulum_dynamics():
     assert "Pendulum-v1" in first.description
     assert PETSModel.smoke_task(1, True).metric == pytest.approx(first.metric)
     assert PETSModel.smoke_specs() == (ObservationSpec((3,)), ActionSpec(1))
+
+
+def test_dreamerv3_smoke_task_trains_the_smallest_preset():
+    """``worldflux verify dreamerv3``: the generic task on size1m (seconds, not minutes)."""
+    from worldflux.models.dreamerv3.model import DreamerV3Model
+
+    result = DreamerV3Model.smoke_task(0, True)
+    assert result.passed and result.metric > 0.5, result

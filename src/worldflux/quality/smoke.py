@@ -192,18 +192,20 @@ def held_out_loss(model, batch: dict[str, Tensor], seed: int) -> float:
 def generic_smoke_task(cls: type, seed: int, quick: bool = True, *,
                        obs_spec: ObservationSpec | None = None,
                        action_spec: ActionSpec | None = None, steps: int | None = None,
-                       drop: float = GENERIC_DROP, batch_size: int = 16):
+                       drop: float = GENERIC_DROP, batch_size: int = 16,
+                       config_overrides: dict[str, Any] | None = None):
     """Train a fresh ``cls`` model on a :class:`LinearGaussianSystem`; pass on a loss drop.
 
     The model (default config, ``cls.smoke_specs()``) takes ``steps`` Adam steps (quick: 200,
     full: 600) on fresh batches ``[batch_size, T]``; the loss on a fixed held-out batch is
     measured before and after. Passes when it fell by at least ``drop`` (relative).
+    ``config_overrides`` change the family config (e.g. a smaller size preset).
     The global torch RNG is left as it was.
     """
     steps = int(steps if steps is not None else (QUICK_STEPS if quick else FULL_STEPS))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        model = build_smoke_model(cls, obs_spec, action_spec)
+        model = build_smoke_model(cls, obs_spec, action_spec, **(config_overrides or {}))
         contract = model.io_contract()
         seq_len = max(int(contract.min_sequence_length), 8)
         system = LinearGaussianSystem(contract, seed=int(seed))

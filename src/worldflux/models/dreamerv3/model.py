@@ -97,6 +97,15 @@ class DreamerV3Model(WorldModel):
         self.initial_deter = nn.Parameter(torch.zeros(D))
 
     # -- contract ---------------------------------------------------------------------------
+    @classmethod
+    def smoke_task(cls, seed: int, quick: bool = True):
+        """The generic linear-Gaussian task (:func:`worldflux.quality.smoke.generic_smoke_task`)
+        on the smallest preset, ``size1m``: the default ``size12m`` passes it too, but takes
+        minutes on a CPU for the same check of the loss's wiring."""
+        from worldflux.quality.smoke import generic_smoke_task
+
+        return generic_smoke_task(cls, seed, quick, config_overrides={"size": "size1m"})
+
     def io_contract(self) -> IOContract:
         return IOContract(self.obs_spec, self.action_spec, standard_batch_keys(),
                           state_keys=("deter", "stoch"),
