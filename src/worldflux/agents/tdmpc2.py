@@ -496,6 +496,8 @@ class TDMPC2Agent(Agent):
         self.amp.load_state_dict(state.get("amp") or {})
         self.planner.load_state_dict(state["planner"])
         if self._graphs:
+            # Loading replaced the optimisers' state tensors: capture anew around them.
+            self._setup_graphs()
             previous = self.planner._previous
             self._has_previous.fill_(float(previous is not None))
             if previous is not None:
