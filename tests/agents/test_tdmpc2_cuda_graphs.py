@@ -160,3 +160,35 @@ def test_graphs_stay_on_in_single_process_fp32_training(monkeypatch):
     agent.configure_training(precision="bf16", dist=DistContext())
     assert not agent._graphs and agent._update_graph is None
     assert not hasattr(agent.optimizer, "found_inf")
+
+
+@cuda
+def test_a_graphed_agent_resumes_from_its_state():
+    """Loading a state re-captures around the new optimiser tensors: the resumed agent's
+    updates move its parameters and its planner starts from the saved warm start."""
+    device = torch.device("cuda")
+    overrides = {"model.model_size": "1", "batch_size": "64"}
+    agent = build_agent("tdmpc2", ObservationSpec((4,)), ActionSpec(1), device=device, seed=0,
+                        overrides=overrides)
+    agent.set_episode_length(100)
+    buffer = _reward_buffer()
+    for _ in range(6):
+        agent.train_step(buffer)
+    agent.env_steps = 10**9
+    agent.act(np.ones(4, np.float32), explore=True)
+    state = agent.state_dict()
+    resumed = build_agent("tdmpc2", ObservationSpec((4,)), ActionSpec(1), device=device,
+                          seed=1, overrides=overrides)
+    resumed.set_episode_length(100)
+    for _ in range(6):  # captured before the load, as in a run that resumes mid-way
+        resumed.train_step(buffer)
+    resumed.load_state_dict(state)
+    torch.testing.assert_close(resumed._previous, agent._previous)
+    before = [p.detach().clone() for p in resumed.model.parameters()]
+    steps = [resumed.optimizer.state[p]["step"].item() for p in resumed.model.encoder.parameters()]
+    for _ in range(5):
+        metrics = resumed.train_step(buffer)
+    assert np.isfinite(metrics["model/model_loss"])
+    assert any(not torch.equal(b, p) for b, p in zip(before, resumed.model.parameters()))
+    after = [resumed.optimizer.state[p]["step"].item() for p in resumed.model.encoder.parameters()]
+    assert after == [s + 5 for s in steps]
