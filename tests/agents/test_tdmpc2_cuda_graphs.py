@@ -100,6 +100,7 @@ def _reward_buffer(obs_dim: int = 4, steps: int = 2000, seed: int = 0) -> Replay
     rng = np.random.default_rng(seed)
     buffer = ReplayBuffer(steps, obs_shape=(obs_dim,), action_dim=1, seed=seed)
     obs = rng.normal(size=obs_dim).astype(np.float32)
+    previous = obs
     for t in range(steps):
         first = t % 100 == 0
         action = np.zeros(1, np.float32) if first else rng.uniform(-1, 1, 1).astype(np.float32)
@@ -189,6 +190,7 @@ def test_a_graphed_agent_resumes_from_its_state():
     for _ in range(5):
         metrics = resumed.train_step(buffer)
     assert np.isfinite(metrics["model/model_loss"])
-    assert any(not torch.equal(b, p) for b, p in zip(before, resumed.model.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, resumed.model.parameters(),
+                                                     strict=True))
     after = [resumed.optimizer.state[p]["step"].item() for p in resumed.model.encoder.parameters()]
     assert after == [s + 5 for s in steps]

@@ -208,7 +208,7 @@ class TDMPC2Agent(Agent):
 
     def _update_step(self, **batch: Tensor) -> dict[str, Tensor]:
         """One update without host synchronisation (captured by :class:`CUDAGraphStep`)."""
-        cfg, model = self.config, self.model
+        model = self.model
         model.train()
         out, zs = model.world_model_loss(batch, tensor_metrics=True)
         self.optimizer.zero_grad(set_to_none=True)
