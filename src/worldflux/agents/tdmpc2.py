@@ -195,6 +195,8 @@ class TDMPC2Agent(Agent):
         H, A = self.planner.config.horizon, self.action_spec.dim
         self._previous = torch.zeros(H, A, device=self.device)
         self._has_previous = torch.zeros((), device=self.device)
+        self._explore = {flag: torch.full((), float(flag), device=self.device)
+                         for flag in (False, True)}
         self._found_inf = {k: torch.zeros((), device=self.device) for k in ("model", "policy")}
         self.optimizer.found_inf = self._found_inf["model"]
         self.pi_optimizer.found_inf = self._found_inf["policy"]
@@ -242,11 +244,9 @@ class TDMPC2Agent(Agent):
         z = self.model.encode_obs(obs)
         prior = self.policy_prior(z, generator=None) if self.config.num_pi_trajs > 0 else None
         planner = self.planner
-        centre = ((planner.low + planner.high) / 2).expand_as(self._previous)
-        shifted = torch.cat([self._previous[1:], centre[-1:]], 0)
-        warm = self._has_previous if planner.config.warm_start else torch.zeros_like(
-            self._has_previous)
-        mean = torch.where(warm > 0, shifted, centre)
+        mean = planner.centre()
+        if planner.config.warm_start:
+            mean = torch.where(self._has_previous > 0, planner.shifted(self._previous), mean)
         last: dict[str, Tensor] = {}
 
         def objective(sequences: Tensor) -> Tensor:
@@ -345,8 +345,7 @@ class TDMPC2Agent(Agent):
         """One MPPI decision from ``obs [1, *obs_shape]``; returns the action ``[A]``."""
         cfg = self.config
         if self._decide_graph is not None:
-            out = self._decide_graph(obs=obs, explore=torch.full((), float(explore),
-                                                                 device=self.device))
+            out = self._decide_graph(obs=obs, explore=self._explore[bool(explore)])
             info = out["info"].tolist()
             self._last = {"planner/value": info[0], "planner/std_first": info[1],
                           "planner/effective_samples": info[2]}

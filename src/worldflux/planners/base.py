@@ -136,13 +136,17 @@ class Planner:
 
     def initial_mean(self) -> Tensor:
         """Warm start: the previous solution shifted by one step, else the middle of the bounds."""
-        H = self.config.horizon
-        centre = ((self.low + self.high) / 2).expand(H, self.action_dim).clone()
         if self._previous is None or not self.config.warm_start:
-            return centre
-        shifted = centre
-        shifted[:-1] = self._previous[1:]
-        return shifted
+            return self.centre()
+        return self.shifted(self._previous)
+
+    def centre(self) -> Tensor:
+        """The middle of the bounds as a sequence ``[H, A]``."""
+        return ((self.low + self.high) / 2).expand(self.config.horizon, self.action_dim).clone()
+
+    def shifted(self, previous: Tensor) -> Tensor:
+        """``previous [H, A]`` moved one step earlier, the middle of the bounds appended."""
+        return torch.cat([previous[1:], self.centre()[-1:]], 0)
 
     def remember(self, solution: Tensor) -> None:
         self._previous = solution.detach().clone()
