@@ -78,13 +78,18 @@ def collect_data(work: Path, args) -> dict[str, dict[str, np.ndarray]]:
 
 
 def train_tokenizer(work: Path, data, args) -> dict:
+    from worldflux.models.token import reference_rows
+
     path = work / "tokenizer.safetensors"
     model = _model(1, len(GAMES))
     if path.exists():
         model.tokenizer.load_state_dict(load_file(path))
         return json.loads((work / "tokenizer.json").read_text())
-    frames = np.concatenate([data[f"{g}/train"]["obs"].reshape(-1, 3, 64, 64) for g in GAMES])
-    frames = torch.from_numpy(frames)
+    obs = torch.from_numpy(np.concatenate([data[f"{g}/train"]["obs"] for g in GAMES]))
+    is_first = torch.from_numpy(np.concatenate([data[f"{g}/train"]["is_first"] for g in GAMES]))
+    frames = obs.reshape(-1, 3, 64, 64)  # [E*T, ...]: row e*T + t is world e's step t
+    T = obs.shape[1]
+    config = model.config
     optimizer = model.optimizers()["tokenizer"]
     final = args.tokenizer_final_lr
     # Cosine decay of the learning rate to ``final`` times its start (1 = constant).
@@ -95,8 +100,13 @@ def train_tokenizer(work: Path, data, args) -> dict:
     model.train()
     history = []
     for step in range(args.tokenizer_steps):
-        batch = frames[torch.randint(len(frames), (64,), generator=rng)]
-        out = model.tokenizer_loss(batch)
+        idx = torch.randint(len(frames), (64,), generator=rng)
+        if config.reference_decoder:  # an earlier frame of the same episode, up to the lag
+            rows, present = reference_rows(is_first, config.reference_max_lag, generator=rng)
+            env, t = idx // T, idx % T
+            out = model.tokenizer.loss(frames[idx], obs[env, rows[env, t]], present[env, t])
+        else:
+            out = model.tokenizer_loss(frames[idx])
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
@@ -110,6 +120,7 @@ def train_tokenizer(work: Path, data, args) -> dict:
             model.train()
     model.eval()
     result = {"steps": args.tokenizer_steps, "batch_frames": 64,
+              "reference_decoder": bool(config.reference_decoder),
               "train_s": round(time.time() - started, 1), "curve": history,
               **tokenizer_quality(model, data)}
     save_file(model.tokenizer.state_dict(), path)
@@ -132,6 +143,9 @@ def tokenizer_quality(model, data) -> dict:
         recon = model.detokenize(tokens).reshape(real.shape)
         prev = torch.from_numpy(d["obs"][:, 0::2][:, :T]).float()  # rows 0, 2, ...
         fresh = torch.from_numpy(d["is_first"][:, 1::2])
+        if model.config.reference_decoder:  # drawn against the frame before (same episode)
+            with_reference = model.detokenize(tokens, prev.reshape(N * T, 3, 64, 64),
+                                              ~fresh.reshape(-1)).reshape(real.shape)
         moving = (real != prev).any(2) & ~fresh[..., None, None]  # differs from row t - 1
         error = ((recon - real) / 255.0).pow(2).mean(2)  # [N, T', 64, 64]
         entry = {"psnr_db": psnr(recon.flatten(0, 1), real.flatten(0, 1)).mean().item(),
@@ -139,6 +153,12 @@ def tokenizer_quality(model, data) -> dict:
                      (10 * torch.log10(1 / error[moving].mean())).item(),
                  "codes_used": int(torch.unique(tokens).numel()),
                  "codebook_size": model.config.codebook_size}
+        if model.config.reference_decoder:
+            error_ref = ((with_reference - real) / 255.0).pow(2).mean(2)
+            entry["psnr_with_reference_db"] = psnr(with_reference.flatten(0, 1),
+                                                   real.flatten(0, 1)).mean().item()
+            entry["moving_pixel_psnr_with_reference_db"] = \
+                (10 * torch.log10(1 / error_ref[moving].mean())).item()
         entry.update(token_stability(model, d))
         if g == "Breakout64":
             entry["ball_pixel_recall"] = ball_recall(recon.flatten(0, 1),
@@ -386,7 +406,10 @@ def _rollout(model, game: str, data, tokens, horizon: int, starts: int, main: bo
         ceiling, pasted = [], []
         for k in range(horizon):
             real_tokens = model.tokenize(real_t[:, k])
-            recon = model.detokenize(real_tokens)
+            # As ``decode`` draws an imagined frame: against the start frame, when the
+            # tokenizer takes a reference.
+            recon = model.detokenize(real_tokens, start if model.config.reference_decoder
+                                     else None)
             ceiling.append(psnr(recon, real_t[:, k]).mean().item())
             pasted.append(psnr(model.paste_unchanged(recon, real_tokens, start, context[:, -1]),
                                real_t[:, k]).mean().item())
@@ -542,6 +565,9 @@ def main(argv: list[str]) -> None:
                         help="tokenizer decoder (default: the family's)")
     parser.add_argument("--decoder-norm", default=None, choices=["group", "position", "none"],
                         help="norm in the tokenizer's decoder (default: the family's)")
+    parser.add_argument("--reference-decoder", type=int, default=None, choices=[0, 1],
+                        help="the tokenizer's decoder draws against the last real frame "
+                             "(default: the family's, off)")
     parser.add_argument("--tokenizer-final-lr", type=float, default=1.0,
                         help="the tokenizer's learning rate decays along a cosine to this "
                              "fraction of its start (1 = constant)")
@@ -560,9 +586,11 @@ def main(argv: list[str]) -> None:
     for key, value in (("encoder", args.encoder), ("encoder_context", args.encoder_context),
                        ("codebook_size", args.codebook_size),
                        ("normalize_codes", args.normalize_codes),
-                       ("decoder", args.decoder), ("decoder_norm", args.decoder_norm)):
+                       ("decoder", args.decoder), ("decoder_norm", args.decoder_norm),
+                       ("reference_decoder", args.reference_decoder)):
         if value is not None:
-            TOKENIZER[key] = bool(value) if key == "normalize_codes" else value
+            TOKENIZER[key] = bool(value) if key in ("normalize_codes", "reference_decoder") \
+                else value
     decodings = tuple((mode, float(temp)) for mode, temp in (
         item.split(":") for item in filter(None, args.rollout_decodings.split(","))))
     for mode, _ in decodings:

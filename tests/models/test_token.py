@@ -380,3 +380,83 @@ def test_decode_pastes_the_last_real_frame_into_cells_whose_token_did_not_change
     # transition keeps the real frame for the imagined frames that follow.
     nxt = model.transition(state, torch.tensor([1, 2]))
     assert torch.equal(nxt["frame"], frames) and torch.equal(nxt["frame_tokens"], state["tokens"][:, -1])
+
+
+def test_reference_rows_stay_in_the_episode_before_the_frame():
+    from worldflux.models.token import reference_rows
+
+    is_first = torch.tensor([[1, 0, 0, 1, 0, 0], [0, 0, 0, 0, 1, 0]], dtype=torch.bool)
+    # Lag 1: the frame before, except at an episode's first row (no reference there).
+    rows, present = reference_rows(is_first, 1)
+    assert rows.tolist() == [[0, 0, 1, 3, 3, 4], [0, 0, 1, 2, 4, 4]]
+    assert present.tolist() == [[False, True, True, False, True, True],
+                                [False, True, True, True, False, True]]
+    # Longer lags: never before the episode's first row, never the frame itself when present.
+    rows, present = reference_rows(is_first.repeat(50, 1), 4, torch.Generator().manual_seed(0))
+    steps = torch.arange(6).expand_as(rows)
+    start = torch.tensor([[0, 0, 0, 3, 3, 3], [0, 0, 0, 0, 4, 4]]).repeat(50, 1)
+    assert bool((rows >= start).all()) and bool((rows >= steps - 4).all())
+    assert torch.equal(present, rows < steps) and torch.equal(present, steps > start)
+    assert set((steps - rows)[present].tolist()) == {1, 2, 3}  # the longest reach here: 3
+
+
+def _textured_episodes(episodes: int, steps: int, seed: int) -> torch.Tensor:
+    """``[E, T, 3, 32, 32]`` uint8: a random texture per episode (more than 16 codes can
+    draw) under a white square that fills one 4x4 cell and moves a cell a step along a row."""
+    g = torch.Generator().manual_seed(seed)
+    texture = torch.randint(0, 200, (episodes, 1, 3, 32, 32), generator=g, dtype=torch.uint8)
+    frames = texture.repeat(1, steps, 1, 1, 1)
+    rows = 4 * torch.randint(0, 8, (episodes,), generator=g)
+    cols = 4 * torch.randint(0, 8 - steps + 1, (episodes,), generator=g)
+    for e in range(episodes):
+        for t in range(steps):
+            x = int(cols[e]) + 4 * t
+            frames[e, t, :, int(rows[e]):int(rows[e]) + 4, x:x + 4] = 255
+    return frames
+
+
+def test_reference_decoder_draws_what_the_codes_cannot():
+    # 16 codes cannot draw a random texture; drawn against an earlier frame of the episode,
+    # the texture comes from the reference and the codes carry the square.
+    model = tiny_model(obs_side=32, encoder="patch", decoder_norm="position",
+                       reference_decoder=True, reference_max_lag=4, tokenizer_learning_rate=1e-2)
+    optimizer = model.optimizers()["tokenizer"]
+    train = _textured_episodes(24, 6, seed=0)
+    is_first = torch.zeros(4, 6, dtype=torch.bool)
+    is_first[:, 0] = True
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        episodes = train[torch.randint(len(train), (4,), generator=g)]
+        out = model.tokenizer_loss({"obs": episodes, "is_first": is_first})
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    model.eval()
+    test = _textured_episodes(8, 6, seed=1)
+    frames, reference = test[:, 1:].reshape(-1, 3, 32, 32), test[:, :-1].reshape(-1, 3, 32, 32)
+    with torch.no_grad():
+        tokens = model.tokenize(frames)
+        drawn = model.detokenize(tokens, reference)
+        alone = model.detokenize(tokens)
+    error = ((drawn - frames.float()) / 255).pow(2).mean()
+    psnr_reference = float(10 * torch.log10(1 / error))
+    psnr_alone = float(10 * torch.log10(1 / ((alone - frames.float()) / 255).pow(2).mean()))
+    assert psnr_reference > psnr_alone + 10, (psnr_reference, psnr_alone)  # seen: 28.2 / 13.0
+    # The square is drawn where it is now, not where the reference had it (seen: 94%).
+    square = frames.min(1).values == 255
+    assert float((drawn.min(1).values > 200)[square].float().mean()) > 0.85
+
+
+def test_decode_draws_against_the_last_real_frame_once_there_is_one():
+    model = tiny_model(history=2, reference_decoder=True, copy_unchanged_cells=False).eval()
+    frames = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        state = model.encode(frames)
+        tokens = state["tokens"][:, -1]
+        drawn = model.decode(state).preds["obs"]
+        assert torch.equal(drawn, model.detokenize(tokens, frames))
+        assert not torch.equal(drawn, model.detokenize(tokens))
+        # initial_state holds no real frame: the codes alone.
+        blank = model.initial_state(2)
+        assert torch.equal(model.decode(blank).preds["obs"],
+                           model.detokenize(blank["tokens"][:, -1]))

@@ -13,9 +13,9 @@ Quick use::
 
 from worldflux.models.token.config import TokenConfig
 from worldflux.models.token.dynamics import TokenDynamics
-from worldflux.models.token.model import TokenModel, make_windows
+from worldflux.models.token.model import TokenModel, make_windows, reference_rows
 from worldflux.models.token.quantizer import Quantizer, kmeans
 from worldflux.models.token.tokenizer import Tokenizer
 
 __all__ = ["Quantizer", "TokenConfig", "TokenDynamics", "TokenModel", "Tokenizer", "kmeans",
-           "make_windows"]
+           "make_windows", "reference_rows"]

@@ -101,8 +101,13 @@ class TokenModel(WorldModel):
         With ``config.copy_unchanged_cells`` and a real frame in the state, the cells whose
         token equals that frame's are its pixels (:meth:`paste_unchanged`)."""
         tokens = state["tokens"][:, -1]
-        obs = self.detokenize(tokens)
-        if self.config.copy_unchanged_cells and "frame" in state:  # states built by hand may lack it
+        has_frame = "frame" in state  # states built by hand may lack it
+        reference = present = None
+        if has_frame and self.config.reference_decoder:
+            # -1 frame tokens (initial_state): no real frame to draw against.
+            reference, present = state["frame"], state["frame_tokens"][:, 0] >= 0
+        obs = self.detokenize(tokens, reference, present)
+        if self.config.copy_unchanged_cells and has_frame:
             obs = self.paste_unchanged(obs, tokens, state["frame"], state["frame_tokens"])
         return ModelOutput({"obs": obs, "reward": state["reward"],
                             "continue": state["continue"]}, state)
@@ -146,9 +151,19 @@ class TokenModel(WorldModel):
 
     def tokenizer_loss(self, batch: Batch | Tensor) -> LossOutput:
         """Reconstruction + VQ loss on every frame of ``batch["obs"] [B, T, C, H, H]`` (or on
-        frames ``[N, C, H, H]``)."""
-        obs = batch if isinstance(batch, Tensor) else batch["obs"]
-        return self.tokenizer.loss(obs.reshape(-1, *self.obs_spec.shape))
+        frames ``[N, C, H, H]``). With ``reference_decoder``, each frame of a batch is drawn
+        against an earlier frame of its episode in the batch (:func:`reference_rows`); bare
+        frames have none."""
+        if isinstance(batch, Tensor) or not self.config.reference_decoder:
+            obs = batch if isinstance(batch, Tensor) else batch["obs"]
+            return self.tokenizer.loss(obs.reshape(-1, *self.obs_spec.shape))
+        obs = batch["obs"]
+        B, T = obs.shape[:2]
+        rows, present = reference_rows(batch["is_first"], self.config.reference_max_lag)
+        reference = torch.gather(obs, 1, rows.reshape(B, T, *[1] * (obs.dim() - 2)).expand_as(obs))
+        shape = self.obs_spec.shape
+        return self.tokenizer.loss(obs.reshape(-1, *shape), reference.reshape(-1, *shape),
+                                   present.reshape(-1))
 
     def dynamics_loss(self, batch: Batch) -> LossOutput:
         """Next-frame losses on every row ``t >= 1`` of ``batch`` that continues an episode;
@@ -211,11 +226,19 @@ class TokenModel(WorldModel):
             return self.tokenizer.tokenize(obs)
         return torch.cat([self.tokenizer.tokenize(part) for part in obs.split(CHUNK)])
 
-    def detokenize(self, tokens: Tensor) -> Tensor:
-        """Frames ``[N, C, H, H]`` (float, 0..255) of token indices ``[N, K]``."""
+    def detokenize(self, tokens: Tensor, reference: Tensor | None = None,
+                   present: Tensor | None = None) -> Tensor:
+        """Frames ``[N, C, H, H]`` (float, 0..255) of token indices ``[N, K]``, drawn against
+        ``reference [N, C, H, H]`` (``present [N]``) with ``config.reference_decoder``."""
         if torch.is_grad_enabled() or tokens.shape[0] <= CHUNK:
-            return self.tokenizer.detokenize(tokens)
-        return torch.cat([self.tokenizer.detokenize(part) for part in tokens.split(CHUNK)])
+            return self.tokenizer.detokenize(tokens, reference, present)
+        parts = []
+        for start in range(0, tokens.shape[0], CHUNK):
+            rows = slice(start, start + CHUNK)
+            parts.append(self.tokenizer.detokenize(
+                tokens[rows], None if reference is None else reference[rows],
+                None if present is None else present[rows]))
+        return torch.cat(parts)
 
     def _games(self, game: Tensor | int | None, batch_size: int, device) -> Tensor:
         if game is None:
@@ -292,6 +315,30 @@ class TokenModel(WorldModel):
                            f"{before:.4g} -> {after:.4g}; relative decrease must be >= 0.4")
 
 
+def episode_starts(is_first: Tensor) -> Tensor:
+    """``[B, T]`` (int64): the row at which each row's episode starts in ``is_first [B, T]``
+    (row 0 starts one, whatever its flag)."""
+    T = is_first.shape[1]
+    steps = torch.arange(T, device=is_first.device).expand(is_first.shape)
+    first = is_first.bool().clone()
+    first[:, 0] = True
+    return torch.cummax(torch.where(first, steps, torch.zeros_like(steps)), 1).values
+
+
+def reference_rows(is_first: Tensor, max_lag: int, generator: torch.Generator | None = None
+                   ) -> tuple[Tensor, Tensor]:
+    """Reference frames of a ``reference_decoder`` tokenizer: for each row ``t`` of
+    ``is_first [B, T]``, the row ``t - L`` with ``L`` uniform in ``1..max_lag``, no earlier than
+    its episode's first row. Returns ``rows [B, T]`` (int64) and ``present [B, T]`` (bool: False
+    where no earlier row of the episode exists, i.e. ``rows == t``)."""
+    B, T = is_first.shape
+    steps = torch.arange(T, device=is_first.device).expand(B, T)
+    lag = torch.randint(1, max_lag + 1, (B, T), generator=generator,
+                        device="cpu" if generator is not None else is_first.device)
+    rows = torch.maximum(steps - lag.to(is_first.device), episode_starts(is_first))
+    return rows, rows < steps
+
+
 def make_windows(tokens: Tensor, is_first: Tensor, history: int) -> Tensor:
     """Context windows for predicting rows ``1..T-1``: ``tokens [B, T, K]`` -> ``[B, T-1, N, K]``.
 
@@ -301,9 +348,7 @@ def make_windows(tokens: Tensor, is_first: Tensor, history: int) -> Tensor:
     """
     B, T, K = tokens.shape
     steps = torch.arange(T, device=tokens.device)
-    first = is_first.bool().clone()
-    first[:, 0] = True
-    start = torch.cummax(torch.where(first, steps, torch.zeros_like(steps)), 1).values  # [B, T]
+    start = episode_starts(is_first)  # [B, T]
     target = steps[1:]  # rows predicted
     offsets = torch.arange(-history, 0, device=tokens.device)
     rows = target[:, None] + offsets  # [T-1, N]

@@ -113,20 +113,29 @@ class Tokenizer(nn.Module):
             self.encoder = CellEncoder(self.encoder, config.grid_size)
         previous = widths[-1]
         self.quantizer = Quantizer(config)
-        layers = [nn.Conv2d(config.code_dim, previous, 3, 1, 1), nn.SiLU()]
+        # With ``reference_decoder``: each cell of the reference frame (its pixels and a
+        # channel saying whether there is one) through a linear map to ``code_dim`` features
+        # that join the codes; the decoder draws ``C`` pixel channels and one gate channel.
+        self.reference: nn.Module | None = None
+        inputs, outputs = config.code_dim, C
+        if config.reference_decoder:
+            cell = H // config.grid_size
+            self.reference = nn.Conv2d(C + 1, config.code_dim, cell, cell)
+            inputs, outputs = 2 * config.code_dim, C + 1
+        layers = [nn.Conv2d(inputs, previous, 3, 1, 1), nn.SiLU()]
         for width in reversed(widths[:-1]):
             layers += [nn.ConvTranspose2d(previous, width, 4, 2, 1), *_norm(config.decoder_norm,
                                                                             width), nn.SiLU()]
             previous = width
-        layers += [nn.ConvTranspose2d(previous, C, 4, 2, 1)]
+        layers += [nn.ConvTranspose2d(previous, outputs, 4, 2, 1)]
         self.decoder = nn.Sequential(*layers)
         if config.decoder == "patch":
             # Each code vector through a per-position MLP to its own cell's pixels (a transposed
             # conv with kernel = stride = the cell side): a cell's pixels depend on its token only.
             width, cell = config.patch_width, H // config.grid_size
             self.decoder = nn.Sequential(
-                nn.Conv2d(config.code_dim, width, 1), nn.SiLU(), nn.Conv2d(width, width, 1),
-                nn.SiLU(), nn.ConvTranspose2d(width, C, cell, cell))
+                nn.Conv2d(inputs, width, 1), nn.SiLU(), nn.Conv2d(width, width, 1),
+                nn.SiLU(), nn.ConvTranspose2d(width, outputs, cell, cell))
 
     @staticmethod
     def to_input(obs: Tensor) -> Tensor:
@@ -141,20 +150,48 @@ class Tokenizer(nn.Module):
         z = self.encode_vectors(obs)
         return self.quantizer.indices(z).flatten(1)
 
-    def detokenize(self, tokens: Tensor) -> Tensor:
-        """Images ``[N, C, H, H]`` (float, 0..255) of token indices ``[N, G*G]``."""
+    def detokenize(self, tokens: Tensor, reference: Tensor | None = None,
+                   present: Tensor | None = None) -> Tensor:
+        """Images ``[N, C, H, H]`` (float, 0..255) of token indices ``[N, G*G]``; with
+        ``reference_decoder``, ``reference [N, C, H, H]`` is the frame the codes are drawn
+        against (``present [N]`` bool: rows that have one; default all when given)."""
         G = self.config.grid_size
         e = self.quantizer.lookup(tokens).reshape(tokens.shape[0], G, G, -1)
-        return self._pixels(self.decoder(e.permute(0, 3, 1, 2)))
+        return self._pixels(self.draw(e.permute(0, 3, 1, 2), reference, present))
+
+    def draw(self, codes: Tensor, reference: Tensor | None = None,
+             present: Tensor | None = None) -> Tensor:
+        """Decoder: code vectors ``[N, D, G, G]`` -> images ``[N, C, H, H]`` in ``[-0.5, 0.5]``
+        units. With ``reference_decoder``: ``gate * reference + (1 - gate) * drawn``, the gate
+        per pixel from the decoder (0 for rows without a reference)."""
+        if self.reference is None:
+            return self.decoder(codes)
+        N, G = codes.shape[0], codes.shape[-1]
+        cell = self.reference.kernel_size[0]
+        C = self.reference.in_channels - 1
+        if reference is None:
+            reference = codes.new_zeros(N, C, G * cell, G * cell)
+            present = torch.zeros(N, dtype=torch.bool, device=codes.device)
+        elif present is None:
+            present = torch.ones(N, dtype=torch.bool, device=codes.device)
+        on = present.to(codes.dtype)[:, None, None, None]
+        ref = self.to_input(reference) * on
+        features = self.reference(torch.cat([ref, on.expand(-1, 1, *ref.shape[-2:])], 1))
+        out = self.decoder(torch.cat([codes, features], 1))
+        gate = torch.sigmoid(out[:, C:]) * on
+        return gate * ref + (1 - gate) * out[:, :C]
 
     @staticmethod
     def _pixels(x: Tensor) -> Tensor:
         return ((x + 0.5) * 255.0).clamp(0.0, 255.0)
 
-    def loss(self, obs: Tensor) -> LossOutput:
+    def loss(self, obs: Tensor, reference: Tensor | None = None,
+             present: Tensor | None = None) -> LossOutput:
         """Reconstruction (``recon_loss``: MSE or L1 in ``[-0.5, 0.5]`` units) + VQ loss of
         images ``[N, C, H, H]``; in training mode, dead codes restart at the encoder outputs of
-        the worst-reconstructed cells.
+        the worst-reconstructed cells. With ``reference_decoder``, each image is drawn against
+        ``reference [N, C, H, H]`` where ``present [N]`` (see :meth:`draw`); in training a
+        ``reference_blank`` share of the rows is drawn without one.
 
         Metrics: ``psnr`` (dB, on the 0..1 scale), ``codes_used`` (fraction of the codebook
         used in this batch), ``perplexity`` of the code distribution, ``restarted`` codes."""
@@ -164,7 +201,13 @@ class Tokenizer(nn.Module):
         z = self.encoder(x).permute(0, 2, 3, 1)
         flat = z.reshape(-1, z.shape[-1])
         quantised, _, vq_loss, metrics = self.quantizer(flat)
-        recon = self.decoder(quantised.reshape(z.shape).permute(0, 3, 1, 2))
+        if self.reference is not None and reference is not None:
+            if present is None:
+                present = torch.ones(obs.shape[0], dtype=torch.bool, device=obs.device)
+            if training and self.config.reference_blank > 0:
+                keep = torch.rand(obs.shape[0], device=obs.device) >= self.config.reference_blank
+                present = present & keep
+        recon = self.draw(quantised.reshape(z.shape).permute(0, 3, 1, 2), reference, present)
         if self.config.recon_loss == "l1":
             recon_loss = F.l1_loss(recon, x)
         else:
