@@ -116,11 +116,17 @@ class Tokenizer(nn.Module):
         # With ``reference_decoder``: each cell of the reference frame (its pixels and a
         # channel saying whether there is one) through a linear map to ``code_dim`` features
         # that join the codes; the decoder draws ``C`` pixel channels and one gate channel.
+        # ``gate`` compares, pixel by pixel, the drawn frame with the reference (both, and
+        # their squared difference, through a small conv) and adds to the decoder's gate logit:
+        # where the drawing roughly agrees with the reference, the reference's exact pixels win.
         self.reference: nn.Module | None = None
+        self.gate: nn.Module | None = None
         inputs, outputs = config.code_dim, C
         if config.reference_decoder:
             cell = H // config.grid_size
             self.reference = nn.Conv2d(C + 1, config.code_dim, cell, cell)
+            self.gate = nn.Sequential(nn.Conv2d(3 * C, 16, 3, 1, 1), nn.SiLU(),
+                                      nn.Conv2d(16, 1, 1))
             inputs, outputs = 2 * config.code_dim, C + 1
         layers = [nn.Conv2d(inputs, previous, 3, 1, 1), nn.SiLU()]
         for width in reversed(widths[:-1]):
@@ -163,7 +169,8 @@ class Tokenizer(nn.Module):
              present: Tensor | None = None) -> Tensor:
         """Decoder: code vectors ``[N, D, G, G]`` -> images ``[N, C, H, H]`` in ``[-0.5, 0.5]``
         units. With ``reference_decoder``: ``gate * reference + (1 - gate) * drawn``, the gate
-        per pixel from the decoder (0 for rows without a reference)."""
+        per pixel from the decoder and from comparing ``drawn`` with the reference (0 for rows
+        without a reference)."""
         if self.reference is None:
             return self.decoder(codes)
         N, G = codes.shape[0], codes.shape[-1]
@@ -178,8 +185,10 @@ class Tokenizer(nn.Module):
         ref = self.to_input(reference) * on
         features = self.reference(torch.cat([ref, on.expand(-1, 1, *ref.shape[-2:])], 1))
         out = self.decoder(torch.cat([codes, features], 1))
-        gate = torch.sigmoid(out[:, C:]) * on
-        return gate * ref + (1 - gate) * out[:, :C]
+        drawn = out[:, :C]
+        logit = out[:, C:] + self.gate(torch.cat([drawn, ref, (drawn - ref).pow(2)], 1))
+        gate = torch.sigmoid(logit) * on
+        return gate * ref + (1 - gate) * drawn
 
     @staticmethod
     def _pixels(x: Tensor) -> Tensor:
