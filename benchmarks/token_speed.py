@@ -6,7 +6,8 @@ drawing them (what ``worldflux play`` does per key press), batch 1, the family's
 on them. Modes: ``parallel`` (one pass for all 64 tokens), ``causal`` with the KV cache (one new
 position per token) and without it (the whole sequence again for every token). Also batch 16 in
 parallel mode (frames per second over the batch), the 3-layer size, and the default size with
-token_games' tokenizer (patch encoder, 512 codes, per-position decoder norm).
+token_games' tokenizer (patch encoder, 512 codes, per-position decoder norm), without and with
+the decoder drawing against the last real frame (``reference_decoder``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def main(argv: list[str]) -> None:
     results = {}
     for label, overrides in (("default_4x128", {}), ("benchmark_3x128", {"num_layers": 3}),
                              ("patch_512_codes_4x128", {"encoder": "patch", "codebook_size": 512,
-                                                        "decoder_norm": "position"})):
+                                                        "decoder_norm": "position"}),
+                             ("patch_512_codes_reference_4x128", {
+                                 "encoder": "patch", "codebook_size": 512,
+                                 "decoder_norm": "position", "reference_decoder": True})):
         torch.manual_seed(0)
         model = worldflux.create_world_model("token", obs_shape=(3, 64, 64), action_dim=4,
                                              action_kind="discrete", device="cpu", **overrides)

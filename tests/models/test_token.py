@@ -460,3 +460,10 @@ def test_decode_draws_against_the_last_real_frame_once_there_is_one():
         blank = model.initial_state(2)
         assert torch.equal(model.decode(blank).preds["obs"],
                            model.detokenize(blank["tokens"][:, -1]))
+
+
+def test_a_reference_of_the_wrong_shape_is_rejected():
+    model = tiny_model(reference_decoder=True).eval()
+    tokens = torch.zeros(2, 64, dtype=torch.long)
+    with pytest.raises(ContractError, match="reference: got shape"):
+        model.detokenize(tokens, torch.zeros(3, 3, 64, 64))

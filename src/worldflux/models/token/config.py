@@ -58,8 +58,9 @@ class TokenConfig:
     reference_decoder: bool = False
     """The decoder also sees a reference frame (the last real frame; in tokenizer training a
     frame of the same episode up to ``reference_max_lag`` steps before): each cell's pixels
-    through a linear map join the code vectors, and a per-pixel gate mixes the reference's
-    pixels into the drawn ones. Codes then need to carry only what the reference does not
+    through a linear map join the code vectors, and a per-pixel gate (from the decoder and
+    from comparing the drawn pixels with the reference's) mixes the reference's pixels into
+    the drawn ones. Codes then need to carry only what the reference does not
     show: on Collect64, 19% of the cells that move hold part of a bush whose leaves and edges
     sit at any offset (18.8k distinct 8x8 contents among 30k such cells, against 263 that
     cover 90% of the moving cells without a bush), which no codebook of hundreds can draw. (The

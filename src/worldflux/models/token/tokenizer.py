@@ -3,8 +3,10 @@
 Encoder (``TokenConfig.encoder``): overlapping stride-2 conv stages down to ``grid x grid``
 cells (``conv``), or a per-cell MLP on each cell's own pixels (``patch``: a cell whose pixels do
 not change keeps its code), each cell mapped to a ``code_dim`` vector and snapped to its nearest
-code (straight-through gradients). Decoder: transposed convs from code vectors back to pixels. Codes start from k-means of the first batch's encoder
-outputs, update by EMA (or as parameters), and unused codes are restarted at encoder outputs of
+code (straight-through gradients). Decoder: transposed convs from code vectors back to pixels,
+optionally drawn against a reference frame (``reference_decoder``: the last real frame, mixed in
+through a per-pixel gate). Codes start from k-means of the first batch's encoder outputs, update
+by EMA (or as parameters), and unused codes are restarted at encoder outputs of
 the current batch whose cells are reconstructed worst (see :mod:`.quantizer`).
 """
 
@@ -16,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from worldflux.core.errors import ContractError
 from worldflux.core.types import LossOutput
 from worldflux.models.token.config import TokenConfig
 from worldflux.models.token.quantizer import Quantizer
@@ -179,7 +182,10 @@ class Tokenizer(nn.Module):
         if reference is None:
             reference = codes.new_zeros(N, C, G * cell, G * cell)
             present = torch.zeros(N, dtype=torch.bool, device=codes.device)
-        elif present is None:
+        elif tuple(reference.shape) != (N, C, G * cell, G * cell):
+            raise ContractError(f"reference: got shape {tuple(reference.shape)}, expected "
+                                f"{(N, C, G * cell, G * cell)} (one frame per row of tokens)")
+        if present is None:
             present = torch.ones(N, dtype=torch.bool, device=codes.device)
         on = present.to(codes.dtype)[:, None, None, None]
         ref = self.to_input(reference) * on
