@@ -522,7 +522,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xlabel("imagined step")
         ax.set_ylabel("PSNR (dB)")
         ax.set_title(f"{game}: open-loop rollout")
-        ax.legend(loc="lower left")
+        ax.legend(loc="best", fontsize=7, framealpha=0.6)
         if "ball_recall_per_step" in roll:
             twin = ax.twinx()
             twin.plot(steps, roll["ball_recall_per_step"], color="tab:red", alpha=0.6)
