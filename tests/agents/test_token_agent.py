@@ -77,3 +77,11 @@ def test_bad_settings_are_rejected():
         agent(components="everything")
     with pytest.raises(ConfigError, match="discrete"):
         build_agent("token", OBS, ActionSpec(2), device=torch.device("cpu"), overrides=TINY)
+
+
+def test_the_agent_trains_a_tokenizer_that_draws_against_earlier_frames(buffer):
+    # Replay sequences give each frame an earlier frame of its episode as the reference.
+    a = agent(tokenizer_warmup=3, **{"model.reference_decoder": True, "model.encoder": "patch"})
+    metrics = [a.update(buffer, env_step=step, episode_done=False) for step in range(30)]
+    assert "dynamics/token_loss" in metrics[-1]
+    assert metrics[-1]["tokenizer/psnr"] > metrics[0]["tokenizer/psnr"] + 3
