@@ -490,6 +490,25 @@ def play_screenshot(work: Path, game: str, seconds: float) -> dict:
     return {"game": game, "page_fps": fps, "steps": len(session.actions_seen)}
 
 
+def export_models(work: Path, out: Path) -> dict[str, str]:
+    """The trained history-4 models of ``work`` (each game's, and the two-game one) as
+    ``save_pretrained`` folders ``out/token_GAME`` / ``out/token_multi`` with a ``play.json``
+    naming the game, so that ``worldflux play out/token_GAME`` plays in the learned world."""
+    written = {}
+    for name, game in [(g, g) for g in GAMES] + [("multi", GAMES[0])]:
+        weights = work / f"dynamics_{name}_h4.safetensors"
+        if not weights.exists():
+            continue
+        model = _model(4, len(GAMES))
+        model.tokenizer.load_state_dict(load_file(work / "tokenizer.safetensors"))
+        model.dynamics.load_state_dict(load_file(weights))
+        folder = out / f"token_{name}"
+        model.save_pretrained(str(folder))
+        atomic_write_text(folder / "play.json", json.dumps({"game": game}))
+        written[name] = str(folder)
+    return written
+
+
 def plot(result: dict, path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -535,9 +554,13 @@ def plot(result: dict, path: Path) -> None:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks token_games")
     parser.add_argument("--stage", default="all",
-                        choices=["all", "single", "multi", "report", "play"],
+                        choices=["all", "single", "multi", "report", "play", "export"],
                         help="report: only merge results of stages run before (--merge); play: "
-                             "only the gallery's play screenshot of the trained Breakout64 model")
+                             "only the gallery's play screenshot of the trained Breakout64 model; "
+                             "export: the trained history-4 models as save_pretrained folders "
+                             "under --export-dir (worldflux play DIR/token_GAME)")
+    parser.add_argument("--export-dir", default=str(RESULTS / "models"),
+                        help="where --stage export writes the models")
     parser.add_argument("--work", default="/tmp/worldflux_token_games")
     parser.add_argument("--train-envs", type=int, default=128)
     parser.add_argument("--train-steps", type=int, default=200)
@@ -602,6 +625,9 @@ def main(argv: list[str]) -> None:
     torch.manual_seed(0)
     if args.stage == "play":
         print(json.dumps(play_screenshot(work, "Breakout64", 8.0)))
+        return
+    if args.stage == "export":
+        print(json.dumps(export_models(work, Path(args.export_dir))))
         return
     data = collect_data(work, args)
     tok_result = train_tokenizer(work, data, args)
