@@ -143,9 +143,6 @@ def tokenizer_quality(model, data) -> dict:
         recon = model.detokenize(tokens).reshape(real.shape)
         prev = torch.from_numpy(d["obs"][:, 0::2][:, :T]).float()  # rows 0, 2, ...
         fresh = torch.from_numpy(d["is_first"][:, 1::2])
-        if model.config.reference_decoder:  # drawn against the frame before (same episode)
-            with_reference = model.detokenize(tokens, prev.reshape(N * T, 3, 64, 64),
-                                              ~fresh.reshape(-1)).reshape(real.shape)
         moving = (real != prev).any(2) & ~fresh[..., None, None]  # differs from row t - 1
         error = ((recon - real) / 255.0).pow(2).mean(2)  # [N, T', 64, 64]
         entry = {"psnr_db": psnr(recon.flatten(0, 1), real.flatten(0, 1)).mean().item(),
@@ -153,7 +150,9 @@ def tokenizer_quality(model, data) -> dict:
                      (10 * torch.log10(1 / error[moving].mean())).item(),
                  "codes_used": int(torch.unique(tokens).numel()),
                  "codebook_size": model.config.codebook_size}
-        if model.config.reference_decoder:
+        if model.config.reference_decoder:  # drawn against the frame before (same episode)
+            with_reference = model.detokenize(tokens, prev.reshape(N * T, 3, 64, 64),
+                                              ~fresh.reshape(-1)).reshape(real.shape)
             error_ref = ((with_reference - real) / 255.0).pow(2).mean(2)
             entry["psnr_with_reference_db"] = psnr(with_reference.flatten(0, 1),
                                                    real.flatten(0, 1)).mean().item()
