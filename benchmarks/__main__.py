@@ -18,6 +18,7 @@ BENCHMARKS = {
     "nav3d_latent": "state autoencoder error; latent vs raw-observation dynamics on Nav3D, 3 seeds",
     "replay_memory": "peak memory of a 1M-frame 64x64x3 replay buffer: in RAM vs on disk",
     "tdmpc2_speed": "ms per TD-MPC2 update (batch 256, H3) and MPPI decision, 1M/5M, 1-2 threads",
+    "tdmpc2_pendulum": "TD-MPC2's CPU test recipe on Pendulum-v1 over seeds and budgets: margin over random",
     "tdmpc2_dmc": "TD-MPC2 on dm_control (cartpole-swingup ...), seeds side by side, vs published",
     "dreamerv3_dmc": "DreamerV3 on dm_control, state or --pixels, seeds side by side, vs published",
     "token_games": "token family on Breakout64/Collect64: history 1 vs 4, rollouts, two games",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.tdmpc2_pendulum import MARGIN, RECIPE
 from worldflux.agents import build_agent
 from worldflux.core.spec import ActionSpec, ObservationSpec
 from worldflux.data import ReplayBuffer
@@ -244,10 +245,6 @@ def test_agent_state_round_trips_through_a_checkpoint_exactly(tmp_path):
 
 
 # -- real runs ---------------------------------------------------------------------------------------
-SMALL = {"model.model_size": "1", "model.enc_dim": "128", "model.mlp_dim": "128",
-         "model.latent_dim": "64", "batch_size": "32", "seed_steps": "200",
-         "pretrain_updates": "200", "planner.population": "56", "planner.iterations": "3",
-         "planner.elites": "8", "num_pi_trajs": "8"}
 
 
 def test_a_resumed_run_records_exactly_what_the_uninterrupted_run_records(tmp_path):
@@ -279,10 +276,15 @@ def test_a_resumed_run_records_exactly_what_the_uninterrupted_run_records(tmp_pa
 @pytest.mark.slow
 def test_tdmpc2_learns_pendulum_beyond_random(tmp_path):
     """1M-preset layout at reduced width (128), batch 32: 200 random steps, 200 pretraining
-    updates, then 800 steps with one update each; the greedy planner then swings up."""
-    config = TrainConfig(env="Pendulum-v1", steps=1000, seed=0, eval_episodes=2, log_every=100,
+    updates, then 1800 steps with one update each; the greedy planner then swings up.
+
+    The budget is what makes this hold for any seed, not only the one tested: with 1000 steps
+    3 of seeds 1-7 stayed within 300 of random (margins 32-266); with 2000 steps every seed
+    measured, 0-7, cleared random by more than 600 (``python -m benchmarks tdmpc2_pendulum``,
+    which trains this recipe for many seeds)."""
+    config = TrainConfig(env="Pendulum-v1", steps=2000, seed=0, eval_episodes=2, log_every=100,
                          tensorboard=False)
-    summary = train("tdmpc2", config, SMALL, tmp_path / "run", progress=False)
+    summary = train("tdmpc2", config, RECIPE, tmp_path / "run", progress=False)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
             .splitlines()]
     losses = [r for r in rows if "train/model/reward_loss" in r]
@@ -294,4 +296,4 @@ def test_tdmpc2_learns_pendulum_beyond_random(tmp_path):
     random_agent = build_agent("random", obs_spec, action_spec, device=torch.device("cpu"))
     baseline = evaluate(random_agent, env, 2, config.seed + EVAL_SEED_OFFSET)["mean"]
     learned = summary["final_eval"]["mean"]
-    assert learned > baseline + 300, (learned, baseline)
+    assert learned > baseline + MARGIN, (learned, baseline)
