@@ -10,15 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.tdmpc2_pendulum import MARGIN, RECIPE
+from benchmarks.tdmpc2_pendulum import EVAL_EPISODES, MARGIN, RECIPE, random_return
 from worldflux.agents import build_agent
 from worldflux.core.spec import ActionSpec, ObservationSpec
 from worldflux.data import ReplayBuffer
 from worldflux.nn.twohot import two_hot
 from worldflux.training import TrainConfig, train
 from worldflux.training.checkpoint import load_checkpoint, save_checkpoint
-from worldflux.training.environment import EVAL_SEED_OFFSET, make_env, specs_for
-from worldflux.training.evaluate import evaluate
 
 TINY = {"model.model_size": "1", "model.enc_dim": "32", "model.mlp_dim": "32",
         "model.latent_dim": "16", "batch_size": "8", "planner.population": "16",
@@ -282,7 +280,8 @@ def test_tdmpc2_learns_pendulum_beyond_random(tmp_path):
     3 of seeds 1-7 stayed within 300 of random (margins 32-266); with 2000 steps every seed
     measured, 0-7, cleared random by more than 600 (``python -m benchmarks tdmpc2_pendulum``,
     which trains this recipe for many seeds)."""
-    config = TrainConfig(env="Pendulum-v1", steps=2000, seed=0, eval_episodes=2, log_every=100,
+    config = TrainConfig(env="Pendulum-v1", steps=2000, seed=0, eval_episodes=EVAL_EPISODES,
+                         log_every=100,
                          tensorboard=False)
     summary = train("tdmpc2", config, RECIPE, tmp_path / "run", progress=False)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
@@ -291,9 +290,6 @@ def test_tdmpc2_learns_pendulum_beyond_random(tmp_path):
     assert losses[-1]["train/model/reward_loss"] < 0.6 * losses[0]["train/model/reward_loss"]
     assert (losses[-1]["train/model/consistency_loss"]
             < 0.6 * losses[0]["train/model/consistency_loss"])
-    env = make_env(config, seed=config.seed + EVAL_SEED_OFFSET)
-    obs_spec, action_spec = specs_for(env)
-    random_agent = build_agent("random", obs_spec, action_spec, device=torch.device("cpu"))
-    baseline = evaluate(random_agent, env, 2, config.seed + EVAL_SEED_OFFSET)["mean"]
+    baseline = random_return(config.seed, EVAL_EPISODES)
     learned = summary["final_eval"]["mean"]
     assert learned > baseline + MARGIN, (learned, baseline)

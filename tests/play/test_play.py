@@ -7,6 +7,7 @@ import json
 import shutil
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,8 +142,7 @@ def test_browser_plays_with_arrow_keys_and_reports_its_frame_rate():
         server.server_close()
 
 
-MODELS = __import__("pathlib").Path(__file__).resolve().parents[2] / "benchmarks" / "results" / \
-    "models"
+MODELS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "models"
 
 
 @pytest.mark.parametrize(("folder", "floor"), [("token_Breakout64", 26.0),
