@@ -88,14 +88,14 @@ def _result_name(name: str, task: str, pixels: bool, tag: str = "") -> str:
 def train_seeds(bench: AgentBench, task: str, seeds: list[int], steps: int, device: str,
                 overrides: dict[str, str], eval_every: int, eval_episodes: int, pixels: bool,
                 work: Path, checkpoint_every: int | None = None,
-                precision: str = "fp32") -> None:
+                precision: str = "fp32", keep_checkpoints: int = 0) -> None:
     """Train every seed at once, one child process each (``learning.run_seeds``)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "machine.json").write_text(json.dumps(machine(), indent=1))
     train = {"env": f"dmc/{task}", "steps": steps, "device": device, "action_repeat": 2,
              "eval_every": eval_every, "eval_episodes": eval_episodes,
              "checkpoint_every": checkpoint_every or eval_every, "log_every": 1000,
-             "precision": precision}
+             "precision": precision, "keep_checkpoints": keep_checkpoints}
     if pixels:
         train.update(obs_type="image", image_size=64)
     run_seeds(bench.agent, train, overrides, seeds, jobs=len(seeds), root=work, logs=True)
@@ -200,6 +200,9 @@ def main(name: str, argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=None,
                         help="agent steps between checkpoints (default: --eval-every); a "
                              "stopped run resumes from its newest one")
+    parser.add_argument("--keep-checkpoints", type=int, default=3,
+                        help="keep only the newest N periodic checkpoints of each run (0 = all; "
+                             "a DreamerV3 checkpoint is about 24 MB)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                         help="training precision (train.precision)")
     parser.add_argument("--tag", default="",
@@ -248,5 +251,5 @@ def main(name: str, argv: list[str] | None = None) -> None:
             atomic_write_text(work / f"seed{seed}.settings.json", json.dumps(settings, indent=1))
         train_seeds(bench, args.task, seeds, args.steps, args.device, overrides,
                     args.eval_every, args.eval_episodes, args.pixels, work,
-                    args.checkpoint_every, args.precision)
+                    args.checkpoint_every, args.precision, args.keep_checkpoints)
     print(f"wrote {report(name, bench, args.task, args.pixels, work, started, settings, args.tag)}")

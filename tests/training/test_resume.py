@@ -110,6 +110,27 @@ def test_damaged_newest_checkpoint_falls_back_and_reproduces_the_run(tmp_path, c
     _assert_same_run(run, tmp_path / "reference")
 
 
+def test_keep_checkpoints_prunes_without_changing_the_run_and_may_change_on_resume(tmp_path):
+    config = TrainConfig(env="Pendulum-v1", steps=1000, seed=4, eval_every=300,
+                         checkpoint_every=200, eval_episodes=1, log_every=300, tensorboard=False)
+    train("test-resume-sampler", config, {}, tmp_path / "reference", progress=False)
+    run = tmp_path / "run"
+    kept = TrainConfig(**{**config.__dict__, "keep_checkpoints": 2})
+    train("test-resume-sampler", kept, {}, run, progress=False)
+    _assert_same_run(run, tmp_path / "reference")
+    # The newest 2 periodic checkpoints, and the final one besides them.
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000600", "step_00000800",
+                                                        "step_00001000"]
+
+    longer = TrainConfig(**{**config.__dict__, "steps": 1400, "keep_checkpoints": 1})
+    extended = train("test-resume-sampler", longer, None, run, progress=False, resume=True)
+    assert extended["resumed_from"].endswith("step_00001000") and extended["steps"] == 1400
+    assert [p.name for p in list_checkpoints(run)] == ["step_00001200", "step_00001400"]
+    assert json.loads((run / "config.json").read_text())["train"]["keep_checkpoints"] == 1
+    with pytest.raises(ConfigError, match="keep_checkpoints: got -1"):
+        TrainConfig(keep_checkpoints=-1).validate()
+
+
 def test_resume_checks_the_saved_settings(tmp_path):
     config = TrainConfig(env="Pendulum-v1", steps=400, seed=1, checkpoint_every=200,
                          eval_episodes=1, tensorboard=False)

@@ -16,6 +16,7 @@ from worldflux.training.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    prune_checkpoints,
     restore_rng_state,
     save_checkpoint,
     verify_checkpoint,
@@ -158,3 +159,19 @@ def test_unsupported_state_is_refused_naming_the_entry(tmp_path, state, message)
     assert list_checkpoints(tmp_path) == []
     root = tmp_path / "checkpoints"
     assert not root.exists() or not any(root.iterdir())  # nothing half-written is left
+
+
+def test_prune_keeps_the_newest_and_only_after_the_newest_verifies(tmp_path):
+    paths = [save_checkpoint(tmp_path, step, {"step": step}) for step in (1, 2, 3, 4, 5)]
+    assert prune_checkpoints(tmp_path, 0) == [] and list_checkpoints(tmp_path) == paths
+    # Step 4 does not count (say, taken mid-episode): kept while newer than the 2nd that does.
+    deleted = prune_checkpoints(tmp_path, 2, counts=lambda path: path.name != "step_00000004")
+    assert deleted == [paths[1], paths[0]]
+    assert list_checkpoints(tmp_path) == paths[2:]
+    assert prune_checkpoints(tmp_path, 3) == []
+
+    newest = save_checkpoint(tmp_path, 6, {"step": 6})
+    (newest / "state.json").write_text("{}")  # a damaged write must not cost the good ones
+    with pytest.warns(RuntimeWarning, match="does not verify"):
+        assert prune_checkpoints(tmp_path, 1) == []
+    assert list_checkpoints(tmp_path) == [*paths[2:], newest]

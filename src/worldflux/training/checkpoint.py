@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "prune_checkpoints",
     "restore_rng_state",
     "save_checkpoint",
     "verify_checkpoint",
@@ -267,6 +268,36 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
             continue
         return path
     return None
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep: int,
+                      counts: Callable[[Path], bool] | None = None) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints of ``run_dir``; return the deleted ones.
+
+    Nothing is deleted unless the newest checkpoint verifies, so a damaged write never costs
+    the older good ones. ``counts(path)`` says whether a checkpoint counts towards ``keep``
+    (default: all do); one that does not is kept while it is newer than the ``keep``-th that
+    does, and deleted with the rest once it is older. ``keep < 1`` keeps everything.
+    """
+    paths = list_checkpoints(run_dir)
+    if keep < 1 or len(paths) <= keep:
+        return []
+    try:
+        verify_checkpoint(paths[-1])
+    except CheckpointError as exc:
+        warnings.warn(f"not pruning {Path(run_dir) / 'checkpoints'}: the newest checkpoint "
+                      f"does not verify ({exc})", RuntimeWarning, stacklevel=2)
+        return []
+    kept, deleted = 0, []
+    for path in reversed(paths):
+        if kept >= keep:
+            shutil.rmtree(path)
+            deleted.append(path)
+        elif counts is None or counts(path):
+            kept += 1
+    if deleted:
+        _fsync_dir(Path(run_dir) / "checkpoints")
+    return deleted
 
 
 # -- random number generators ------------------------------------------------------------------

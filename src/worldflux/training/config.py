@@ -37,6 +37,11 @@ class TrainConfig:
     """Save a checkpoint every this many agent steps, at the first episode end after each
     multiple; 0 = only the final one."""
 
+    keep_checkpoints: int = 0
+    """Keep only the newest this many periodic checkpoints, deleting older ones once a new one
+    is written and verified; the final checkpoint is kept besides them. 0 = keep every one.
+    May change when a run resumes."""
+
     log_every: int = 1000
     """Write averaged agent metrics, planner metrics and steps/s every this many agent steps
     (episode returns are logged at every episode end)."""
@@ -107,7 +112,8 @@ class TrainConfig:
             if value < 1:
                 raise ConfigError(f"train.{name}: got {value}, expected an integer >= 1")
         non_negative = {"eval_every": self.eval_every, "checkpoint_every": self.checkpoint_every,
-                        "log_every": self.log_every, "video_every": self.video_every}
+                        "log_every": self.log_every, "video_every": self.video_every,
+                        "keep_checkpoints": self.keep_checkpoints}
         for name, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"train.{name}: got {value}, expected an integer >= 0 (0 = off)")

@@ -12,7 +12,8 @@ owns its models and decides when to train (see :mod:`worldflux.agents.base`). Ru
         replay/episode-XXXXXXXX.npz  every finished training episode, written as it ends
                           (append-only; see worldflux.data.episodes for the schema)
         checkpoints/step_XXXXXXXX/   agent + loop state (see worldflux.training.checkpoint),
-                          taken at episode ends
+                          taken at episode ends; ``train.keep_checkpoints=N`` keeps the newest
+                          N periodic ones (and the final one)
         checkpoints/discarded/       checkpoints a resume passed over (damaged, or newer than
                           the one it continued from)
         model/            the final world model (save_pretrained), for agents that have one
@@ -56,10 +57,12 @@ from worldflux.core.errors import CheckpointError, ConfigError
 from worldflux.core.io import atomic_write_text
 from worldflux.data.episodes import EPISODE_KEYS, load_episode, save_episode
 from worldflux.training.checkpoint import (
+    STATE_FILE,
     capture_rng_state,
     checkpoint_path,
     list_checkpoints,
     load_checkpoint,
+    prune_checkpoints,
     restore_rng_state,
     save_checkpoint,
 )
@@ -516,6 +519,7 @@ def _collect(run: _Run, advance) -> None:
             state.last_log_step, last_log_time = state.env_step, now
         if checkpoint_due:
             _checkpoint(run)
+            prune_checkpoints(run.run_dir, cfg.keep_checkpoints, counts=_resumable)
             state.next_checkpoint = ((state.env_step // cfg.checkpoint_every + 1)
                                      * cfg.checkpoint_every)
         if done and state.env_step < cfg.steps:
@@ -578,6 +582,15 @@ def _checkpoint(run: _Run) -> Path:
                             "buffer": {"sampler": run.buffer.sampler_state()}})
 
 
+def _resumable(path: Path) -> bool:
+    """Whether a run can continue from checkpoint ``path`` (taken at an episode end)."""
+    try:
+        loop = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))["state"]["loop"]
+        return "replay_rows" in loop and not loop["episode_open"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _finish(run: _Run) -> dict[str, Any]:
     """Final checkpoint (unless one was just made at this very step), then final evaluation."""
     if run.state.last_checkpoint_step != run.state.env_step:
@@ -586,6 +599,9 @@ def _finish(run: _Run) -> dict[str, Any]:
 
 
 # -- resuming -------------------------------------------------------------------------------------
+_MAY_CHANGE_ON_RESUME = ("train.steps", "train.keep_checkpoints")  # steps may only grow
+
+
 def _resume_configs(run_dir: Path, agent_name: str | None, train_config: TrainConfig | None,
                     agent_config: Any, agent_overrides: Mapping[str, str] | None) -> dict[str, Any]:
     """Saved run config, and the configs to continue with; refuses settings that conflict."""
@@ -610,7 +626,7 @@ def _resume_configs(run_dir: Path, agent_name: str | None, train_config: TrainCo
     if agent_overrides:
         given_agent = apply_overrides(given_agent, dict(agent_overrides))
     conflicts = _differences(to_dict(saved_train), to_dict(cfg), "train.")
-    conflicts = [c for c in conflicts if c[0] != "train.steps"]
+    conflicts = [c for c in conflicts if c[0] not in _MAY_CHANGE_ON_RESUME]
     if cfg.steps < saved_train.steps:
         conflicts.append(("train.steps", saved_train.steps, cfg.steps))
     conflicts += _differences(to_dict(saved_agent_config), to_dict(given_agent), "")
