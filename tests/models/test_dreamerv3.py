@@ -391,3 +391,43 @@ def test_retain_freed_memory_is_idempotent():
     first = retain_freed_memory()
     assert isinstance(first, bool)
     assert retain_freed_memory() is first
+
+
+def test_channel_norm_is_a_float32_layer_norm_over_channels_in_the_input_dtype():
+    from worldflux.models.dreamerv3.model import _squared_error
+    from worldflux.models.dreamerv3.networks import ChannelNorm
+
+    torch.manual_seed(0)
+    norm = ChannelNorm(3)
+    with torch.no_grad():
+        norm.norm.weight.copy_(torch.tensor([0.5, 1.0, 2.0]))
+        norm.norm.bias.copy_(torch.tensor([0.1, 0.0, -0.1]))
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    y = norm(x)
+    # By hand: each pixel's 3 channels standardised (eps 1e-3), then scaled and shifted.
+    mean, var = x.mean(1, keepdim=True), x.var(1, keepdim=True, unbiased=False)
+    expected = ((x - mean) / torch.sqrt(var + 1e-3) * norm.norm.weight.view(1, 3, 1, 1)
+                + norm.norm.bias.view(1, 3, 1, 1))
+    torch.testing.assert_close(y, expected)
+    g = torch.randn_like(y)
+    (grad,) = torch.autograd.grad(y, x, g)
+    (expected_grad,) = torch.autograd.grad(expected, x, g)
+    torch.testing.assert_close(grad, expected_grad)
+
+    xb = x.detach().bfloat16().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        yb = norm(xb)
+    assert yb.dtype == torch.bfloat16 and yb.shape == x.shape
+    torch.testing.assert_close(yb.float(), expected.detach(), atol=0.05, rtol=0.02)
+    yb.float().sum().backward()
+    assert xb.grad.dtype == torch.bfloat16
+
+    # The squared error takes a bf16 prediction as it is: float32 sum, bf16 gradient.
+    pred, target = torch.randn(2, 3, 70).bfloat16().requires_grad_(True), torch.randn(2, 3, 70)
+    err = _squared_error(pred, target)
+    assert err.dtype == torch.float32
+    torch.testing.assert_close(err, (pred.detach().float() - target).square().sum(-1))
+    err.sum().backward()
+    assert pred.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(pred.grad.float(), 2 * (pred.detach().float() - target),
+                               atol=0.02, rtol=0.01)

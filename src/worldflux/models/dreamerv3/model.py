@@ -324,7 +324,7 @@ class DreamerV3Model(WorldModel):
         seq = self.observe(embed, actions, batch["is_first"])
         feat = self.feat(seq["deter"], seq["stoch"])
         flat = feat.reshape(B * T, -1)
-        recon = self.decoder(flat).reshape(B, T, *obs.shape[2:]).float()
+        recon = self.decoder(flat).reshape(B, T, *obs.shape[2:])  # bf16 under autocast
         rec = _squared_error(recon.flatten(2), self.obs_target(obs).flatten(2))
         reward_logits = self.reward_logits(feat)
         reward = soft_ce(reward_logits, batch["rewards"].float(), -cfg.bin_range, cfg.bin_range)
@@ -369,13 +369,17 @@ def _squared_error(pred: Tensor, target: Tensor) -> Tensor:
 class _SquaredError(torch.autograd.Function):
     """Sum of squared errors over the last dimension, saving only ``d = pred - target`` and
     summing ``d * d`` as dot products: for a batch of 64x64 images every such tensor is 50 MB,
-    and autograd's ``sub``, ``pow`` and ``sum`` would make more of them. Always float32."""
+    and autograd's ``sub``, ``pow`` and ``sum`` would make more of them. Always float32: a
+    bf16 ``pred`` is promoted inside the subtraction (no float32 copy of it), and its gradient
+    comes back in bf16."""
 
     @staticmethod
     def forward(ctx, pred: Tensor, target: Tensor) -> Tensor:
         with torch.autocast(pred.device.type, enabled=False):
-            diff = pred.float() - target.float()
+            target = target.to(torch.promote_types(target.dtype, torch.float32))
+            diff = torch.sub(pred, target)  # float32 (or wider) by type promotion
             ctx.save_for_backward(diff)
+            ctx.pred_dtype = pred.dtype
             if diff.shape[-1] < 64:
                 return diff.square().sum(-1)
             return torch.linalg.vecdot(diff, diff)
@@ -383,7 +387,7 @@ class _SquaredError(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (diff,) = ctx.saved_tensors
-        return diff * (2.0 * grad).unsqueeze(-1), None
+        return (diff * (2.0 * grad).unsqueeze(-1)).to(ctx.pred_dtype), None
 
 
 def _entropy(logits: Tensor) -> Tensor:

@@ -399,14 +399,23 @@ class VectorDecoder(nn.Module):
 
 
 class ChannelNorm(nn.Module):
-    """LayerNorm over the channels of ``[N, C, H, W]`` at each pixel (reference conv norm)."""
+    """LayerNorm over the channels of ``[N, C, H, W]`` at each pixel (reference conv norm).
+
+    Computed in float32 on a contiguous channels-last copy and cast back to the input's dtype,
+    as the reference's ``Norm`` computes in float32. Under CPU bf16 autocast this is also about
+    2x faster than LayerNorm's bf16 kernel on the permuted view, whose backward is slow for the
+    few channels of the first stages (8 at 32x32 in ``size1m``: 0.6 s of a 3 s pixel update).
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(channels, eps=1e-3)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        with torch.autocast(x.device.type, enabled=False):
+            y = self.norm(x.permute(0, 2, 3, 1)
+                          .to(torch.promote_types(x.dtype, torch.float32)).contiguous())
+        return y.to(x.dtype).permute(0, 3, 1, 2)
 
 
 class ConvEncoder(nn.Module):
@@ -434,7 +443,7 @@ class ConvEncoder(nn.Module):
         self.out_features = width * 16
 
     def forward(self, obs: Tensor) -> Tensor:
-        x = obs.float() / 255.0 - 0.5
+        x = obs.to(torch.float32, copy=True).div_(255.0).sub_(0.5)  # one new tensor, not three
         for conv, norm in self.stages:
             x = conv(x)
             if not self.strided:
