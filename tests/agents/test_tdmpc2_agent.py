@@ -281,8 +281,7 @@ def test_tdmpc2_learns_pendulum_beyond_random(tmp_path):
     measured, 0-7, cleared random by more than 600 (``python -m benchmarks tdmpc2_pendulum``,
     which trains this recipe for many seeds)."""
     config = TrainConfig(env="Pendulum-v1", steps=2000, seed=0, eval_episodes=EVAL_EPISODES,
-                         log_every=100,
-                         tensorboard=False)
+                         log_every=100, tensorboard=False)
     summary = train("tdmpc2", config, RECIPE, tmp_path / "run", progress=False)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
             .splitlines()]

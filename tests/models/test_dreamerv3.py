@@ -11,7 +11,9 @@ import torch.nn.functional as F
 import worldflux
 from worldflux.core import ConfigError, State
 from worldflux.models.dreamerv3 import SIZE_PRESETS, DreamerV3Config, DreamerV3Model
+from worldflux.models.dreamerv3.model import _squared_error
 from worldflux.models.dreamerv3.networks import (
+    ChannelNorm,
     categorical_kl,
     free_bits,
     sample_one_hot,
@@ -394,9 +396,6 @@ def test_retain_freed_memory_is_idempotent():
 
 
 def test_channel_norm_is_a_float32_layer_norm_over_channels_in_the_input_dtype():
-    from worldflux.models.dreamerv3.model import _squared_error
-    from worldflux.models.dreamerv3.networks import ChannelNorm
-
     torch.manual_seed(0)
     norm = ChannelNorm(3)
     with torch.no_grad():

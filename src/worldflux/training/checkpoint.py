@@ -279,8 +279,10 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep: int,
     (default: all do); one that does not is kept while it is newer than the ``keep``-th that
     does, and deleted with the rest once it is older. ``keep < 1`` keeps everything.
     """
+    if keep < 1:
+        return []
     paths = list_checkpoints(run_dir)
-    if keep < 1 or len(paths) <= keep:
+    if len(paths) <= keep:
         return []
     try:
         verify_checkpoint(paths[-1])
