@@ -582,11 +582,21 @@ def _checkpoint(run: _Run) -> Path:
                             "buffer": {"sampler": run.buffer.sampler_state()}})
 
 
+def _why_not_continued(loop: Mapping[str, Any], steps: int | None) -> str | None:
+    """Why a run cannot go on to ``steps`` (None: any further step) from a checkpoint's loop
+    state; None when it can."""
+    if "replay_rows" not in loop:
+        return "written by a worldflux without resume support (no replay buffer state)"
+    if loop["episode_open"] and (steps is None or steps > loop["env_step"]):
+        return "taken mid-episode (the final one), so it cannot be extended"
+    return None
+
+
 def _resumable(path: Path) -> bool:
-    """Whether a run can continue from checkpoint ``path`` (taken at an episode end)."""
+    """Whether a run can continue from checkpoint ``path`` (read without verifying weights)."""
     try:
         loop = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))["state"]["loop"]
-        return "replay_rows" in loop and not loop["episode_open"]
+        return _why_not_continued(loop, None) is None
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -684,15 +694,10 @@ def _pick_checkpoint(run_dir: Path, cfg: TrainConfig) -> tuple[Path, dict[str, A
             logger.warning("resume: skipping damaged checkpoint %s: %s", path.name, exc)
             passed.append(path)
             continue
-        loop = loaded["state"].get("loop", {})
-        if "replay_rows" not in loop:
-            logger.warning("resume: skipping checkpoint %s: written by a worldflux without "
-                           "resume support (no replay buffer state)", path.name)
-        elif loop["episode_open"] and cfg.steps > loop["env_step"]:
-            logger.warning("resume: skipping checkpoint %s: taken mid-episode (the final one), "
-                           "so it cannot be extended", path.name)
-        else:
+        reason = _why_not_continued(loaded["state"].get("loop", {}), cfg.steps)
+        if reason is None:
             return path, loaded["state"], passed
+        logger.warning("resume: skipping checkpoint %s: %s", path.name, reason)
         passed.append(path)
     raise ConfigError(
         f"resume: no checkpoint in {run_dir / 'checkpoints'} can be continued ("
