@@ -30,6 +30,7 @@ BENCHMARKS = {
     "dreamerv3_speed": "ms per DreamerV3 update (16 x 64, H15), vector and 64x64 pixels, size1m/12m",
     "dreamerv3_cartpole": "DreamerV3 size1m on CartPole-v1: return vs env steps, one seed per run",
     "dreamerv3_heads": "updates DreamerV3's zero-init two-hot reward/critic heads need, by width",
+    "dreamerv3_pixel_probe": "world-model updates DreamerV3 needs to draw the cart in 64x64 pixels",
 }
 
 
