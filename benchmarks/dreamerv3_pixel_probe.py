@@ -118,18 +118,13 @@ def _probe(name: str, overrides: dict[str, str], episodes: list[dict], args) -> 
         index = index + np.arange(cfg.batch_length)
         batch = {k: torch.from_numpy(v[index]) for k, v in stream.items()}
         model.train()
-        with agent.amp.autocast():
-            out, _ = model.world_model_loss(batch)
-        agent.model_opt.zero_grad(set_to_none=True)
-        agent.amp.backward(out.loss)
-        agent.amp.max_grad_norm = cfg.model_clip
-        agent.amp.step(agent.model_opt, model.named_parameters(), agent.nonfinite, "model")
+        metrics, _ = agent.train_world_model(batch)
         model.eval()
         if update % args.every == 0:
             fg, corr = evaluate()
             marks.append({"update": update, "fg_error": round(fg, 4), "reward_corr": round(corr, 3),
-                          "rec_loss": round(out.metrics["rec_loss"], 2),
-                          "kl": round(out.metrics["kl"], 3)})
+                          "rec_loss": round(metrics["model/rec_loss"], 2),
+                          "kl": round(metrics["model/kl"], 3)})
             print(name, marks[-1], f"{time.perf_counter() - started:.0f}s", flush=True)
     return {"case": name, "overrides": overrides, "train_rows": rows, "marks": marks,
             "seconds": round(time.perf_counter() - started, 1)}
@@ -181,9 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     results = [_probe(name, overrides, episodes, args) for name, overrides in cases]
     _plot(results, args.name)
     write_result(args.name, {"task": args.task, "recipe": RECIPE, "precision": args.precision,
-                        "episodes": len(episodes), "held_out": HELD_OUT,
-                        "data": args.replay or "random policy", "seed": args.seed,
-                        "cases": results}, started)
+                             "episodes": len(episodes), "held_out": HELD_OUT,
+                             "data": args.replay or "random policy", "seed": args.seed,
+                             "cases": results}, started)
 
 
 if __name__ == "__main__":

@@ -606,15 +606,7 @@ class DreamerV3Agent(Agent):
         cfg = self.config
         self.model.train()
         try:
-            with self.amp.autocast():
-                out, seq = self.model.world_model_loss(batch)
-            metrics = {f"model/{k}": v for k, v in out.metrics.items()}
-            if self.nonfinite.loss_ok(out, "dreamerv3 model"):
-                self.model_opt.zero_grad(set_to_none=True)
-                self.amp.backward(out.loss)
-                self.amp.max_grad_norm = cfg.model_clip
-                self.amp.step(self.model_opt, self.model.named_parameters(), self.nonfinite,
-                              "dreamerv3 model")
+            metrics, seq = self.train_world_model(batch)
             starts = {"deter": seq["deter"].detach().flatten(0, 1),
                       "stoch": seq["stoch"].detach().flatten(0, 1),
                       "cont": 1.0 - batch["terminated"].float().flatten(0, 1)}
@@ -638,6 +630,21 @@ class DreamerV3Agent(Agent):
             self.model.eval()
         metrics["train/seq_len"] = float(batch["obs"].shape[1])
         return metrics
+
+    def train_world_model(self, batch: dict[str, Tensor]) -> tuple[dict[str, float],
+                                                                   dict[str, Tensor]]:
+        """The world-model half of :meth:`train_step` (the model must be in train mode): loss
+        on ``batch [B, T]`` and one optimiser step. Returns ``model/`` metrics and the
+        posterior sequence of :meth:`DreamerV3Model.observe`."""
+        with self.amp.autocast():
+            out, seq = self.model.world_model_loss(batch)
+        if self.nonfinite.loss_ok(out, "dreamerv3 model"):
+            self.model_opt.zero_grad(set_to_none=True)
+            self.amp.backward(out.loss)
+            self.amp.max_grad_norm = self.config.model_clip
+            self.amp.step(self.model_opt, self.model.named_parameters(), self.nonfinite,
+                          "dreamerv3 model")
+        return {f"model/{k}": v for k, v in out.metrics.items()}, seq
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:
