@@ -40,7 +40,7 @@ from pathlib import Path
 
 from benchmarks import common
 from benchmarks.common import load_anchors, machine, plot_path, pyplot, write_result
-from benchmarks.learning import compact_run, run_seeds
+from benchmarks.learning import compact_run, random_return, run_seeds
 from worldflux.core.io import atomic_write_text
 
 RUNS = Path(__file__).resolve().parent.parent / "runs"
@@ -115,6 +115,19 @@ def _previous_runs(result: str) -> dict[str, dict]:
     return json.loads(path.read_text(encoding="utf-8")).get("runs", {})
 
 
+def _random_policy(task: str, runs: dict[str, dict], episodes: int) -> dict:
+    """Uniform random actions on each seed's evaluation episodes (same resets, action repeat 2).
+
+    Played on the state observations: the return of a random policy does not depend on what the
+    agent observes, and no frame needs rendering."""
+    train = {"env": f"dmc/{task}", "action_repeat": 2}
+    seeds = {label: round(random_return(train, int(label.removeprefix("seed")), episodes), 1)
+             for label in runs}
+    return {"mean": round(sum(seeds.values()) / len(seeds), 1), "seeds": seeds,
+            "episodes": episodes,
+            "how": "uniform random actions on each seed's evaluation episodes, state observations"}
+
+
 def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, started: float,
            settings: dict, tag: str = "") -> Path:
     result = _result_name(name, task, pixels, tag)
@@ -141,7 +154,10 @@ def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, st
     column = bench.agent + ("-pixels" if pixels else "")  # dmc_published_summary.csv
     published = {k: v for k, v in anchors.items() if k.split("@")[0] == column}
     target = bench.targets.get(task) if not pixels else None
-    checkpoints = sorted({10_000 * k for k in range(1, 11)} | ({target[0]} if target else set()))
+    # Every 10k (the published curves' grid) and every evaluation step of any seed (the small
+    # pixel budgets evaluate every 1k).
+    checkpoints = sorted({10_000 * k for k in range(1, 11)} | ({target[0]} if target else set())
+                         | {e["step"] for r in runs.values() for e in r["evals"]})
     table = {}
     for step in checkpoints:
         values = [v for r in runs.values() if (v := _at(r["evals"], step)) is not None]
@@ -152,13 +168,15 @@ def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, st
         got = table[str(target[0])]
         verdict = {"step": target[0], "target": target[1], "mean": got["mean"],
                    "met": len(got["seeds"]) >= 3 and got["mean"] >= target[1]}
+    baseline = _random_policy(task, runs, int(settings.get("eval_episodes", 5)))
     trained_on = (json.loads((work / "machine.json").read_text())
                   if (work / "machine.json").is_file() else machine())
     path = write_result(result, {
         "task": task, "agent": bench.agent, "observations": "64x64 pixels" if pixels else "state",
         "settings": settings, "trained_on": trained_on,
         f"published_{bench.agent}_mean": published, "published_all": anchors,
-        "mean_at_step": table, "target": verdict, "runs": runs}, started)
+        "mean_at_step": table, "target": verdict, "random_policy": baseline, "runs": runs},
+        started)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, r in runs.items():
@@ -172,6 +190,8 @@ def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, st
         if key.endswith("@100k"):
             ax.plot([100_000], [value], "k*", ms=12,
                     label=f"published {bench.title} at 100k: {value:.0f}")
+    ax.axhline(baseline["mean"], color="0.5", ls=":", lw=1,
+               label=f"random policy: {baseline['mean']:.0f}")
     if target:
         ax.axhline(target[1], color="k", ls="--", lw=0.8,
                    label=f"target {target[1]:.0f} at {target[0] // 1000}k")

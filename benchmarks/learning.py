@@ -63,6 +63,27 @@ def run_seeds(agent: str, train: dict[str, Any], overrides: dict[str, str], seed
     return dirs
 
 
+def random_return(train: dict[str, Any], seed: int, episodes: int) -> float:
+    """Mean return of uniform random actions on the evaluation episodes that a run of ``train``
+    (``TrainConfig`` fields) with ``seed`` plays: the same env, action repeat and resets
+    (``seed + EVAL_SEED_OFFSET``), so a learned return can be set against it episode for episode."""
+    import torch
+
+    from worldflux.agents import build_agent
+    from worldflux.training import TrainConfig
+    from worldflux.training.environment import EVAL_SEED_OFFSET, make_env, specs_for
+    from worldflux.training.evaluate import evaluate
+
+    config = TrainConfig(**{"steps": 1, **train, "seed": seed})
+    env = make_env(config, seed=seed + EVAL_SEED_OFFSET)
+    obs_spec, action_spec = specs_for(env)
+    agent = build_agent("random", obs_spec, action_spec, device=torch.device("cpu"))
+    try:
+        return float(evaluate(agent, env, episodes, seed + EVAL_SEED_OFFSET)["mean"])
+    finally:
+        env.close()
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
     """Episode returns (training), evaluations, the training wall time so far and the summary
     (None while the run is unfinished) of a run directory."""

@@ -17,8 +17,7 @@ import argparse
 import statistics
 import time
 
-import torch
-
+from benchmarks import learning
 from benchmarks.common import plot_path, pyplot, write_result
 from benchmarks.learning import read_run, run_seeds
 
@@ -38,19 +37,7 @@ EVAL_EPISODES = 2
 def random_return(seed: int, episodes: int) -> float:
     """Mean return of uniform random actions on the evaluation episodes of a run with ``seed``
     (the episodes the trained agent's final evaluation plays)."""
-    from worldflux.agents import build_agent
-    from worldflux.training import TrainConfig
-    from worldflux.training.environment import EVAL_SEED_OFFSET, make_env, specs_for
-    from worldflux.training.evaluate import evaluate
-
-    config = TrainConfig(env="Pendulum-v1", steps=1, seed=seed)
-    env = make_env(config, seed=seed + EVAL_SEED_OFFSET)
-    obs_spec, action_spec = specs_for(env)
-    agent = build_agent("random", obs_spec, action_spec, device=torch.device("cpu"))
-    try:
-        return float(evaluate(agent, env, episodes, seed + EVAL_SEED_OFFSET)["mean"])
-    finally:
-        env.close()
+    return learning.random_return({"env": "Pendulum-v1"}, seed, episodes)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 import benchmarks.common as common  # noqa: E402
+import benchmarks.dmc_learning as dmc_learning  # noqa: E402
 from benchmarks.dmc_learning import AGENTS, report  # noqa: E402
 
 
@@ -27,6 +28,13 @@ def _fake_run(run_dir, evals: list[tuple[int, float]], precision: str) -> None:
 
 def test_report_keeps_committed_seeds_whose_run_dirs_are_gone(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    played = []
+
+    def fake_random_return(train, seed, episodes):
+        played.append((train["env"], train["action_repeat"], seed, episodes))
+        return 10.0 * (seed + 1)
+
+    monkeypatch.setattr(dmc_learning, "random_return", fake_random_return)
     bench = AGENTS["dreamerv3_dmc"]
     settings = {"training_command": "python -m benchmarks dreamerv3_dmc --seeds 0"}
     session1 = tmp_path / "session1"
@@ -50,6 +58,11 @@ def test_report_keeps_committed_seeds_whose_run_dirs_are_gone(tmp_path, monkeypa
     assert "kept_from_previous_report" not in runs["seed1"]
     table = json.loads(second.read_text())["mean_at_step"]
     assert table["20000"] == {"mean": 400.0, "seeds": [300.0, 500.0]}
+    # The random policy on each seed's own evaluation episodes (the settings' 5 by default).
+    baseline = json.loads(second.read_text())["random_policy"]
+    assert baseline["seeds"] == {"seed0": 10.0, "seed1": 20.0}
+    assert baseline["mean"] == 15.0
+    assert played[-2:] == [("dmc/cartpole-swingup", 2, 0, 5), ("dmc/cartpole-swingup", 2, 1, 5)]
 
     # A run directory present again wins over the committed record.
     _fake_run(session2 / "seed0", [(10_000, 50.0)], "fp32")
