@@ -5,7 +5,9 @@ so that every case sees the same machine load; reports the median over rounds. A
 the agent's full ``train_step`` (sample 256 windows of horizon 3 + 1 rows from a replay buffer,
 world-model loss and step, policy loss and step, Polyak update), a decision one MPPI plan with
 the official settings (6 iterations of 488 Gaussian + 24 policy-prior sequences, 64 elites,
-horizon 3). Observation and action sizes are dm_control cartpole-swingup's (5 and 1).
+horizon 3). Observation and action sizes are dm_control cartpole-swingup's (5 and 1); with
+``--pixels`` the observations are 64x64 RGB frames (uint8, the official pixel encoder), the
+size of the issue's pixel task.
 
 On a CUDA device, ``--modes graphs,eager`` times both the CUDA-graph replay of the update and
 the decision (the agent's default there) and the eager launches, in the same rounds.
@@ -22,19 +24,32 @@ import time
 from benchmarks.common import plot_path, pyplot, write_result
 
 
-def _buffer(obs_dim: int, action_dim: int, rows: int, seed: int):
+def _buffer(obs_shape: tuple[int, ...], action_dim: int, rows: int, seed: int):
+    """``rows`` random rows in episodes of 500 steps; uint8 noise for image shapes."""
     import numpy as np
 
     from worldflux.data import ReplayBuffer
 
     rng = np.random.default_rng(seed)
-    buffer = ReplayBuffer(rows, obs_shape=(obs_dim,), action_dim=action_dim, seed=seed)
+    image = len(obs_shape) == 3
+    buffer = ReplayBuffer(rows, obs_shape=obs_shape, action_dim=action_dim, seed=seed,
+                          obs_dtype=np.uint8 if image else np.float32)
     for t in range(rows):
         first = t % 501 == 0
-        buffer.add(rng.normal(size=obs_dim).astype(np.float32),
+        obs = (rng.integers(0, 256, obs_shape, dtype=np.uint8) if image
+               else rng.normal(size=obs_shape).astype(np.float32))
+        buffer.add(obs,
                    rng.uniform(-1, 1, action_dim).astype(np.float32) * (not first),
                    float(rng.uniform()), False, False, is_first=first)
     return buffer
+
+
+def _pixel_channels(preset: int, pixels: bool) -> dict[str, str]:
+    """Conv channels whose flattened 4x4 output is the preset's latent: 32 at 5M (official);
+    the official 1M preset's latent (128) takes 8 channels."""
+    from worldflux.models.tdmpc2.config import MODEL_SIZES
+
+    return {"model.num_channels": str(MODEL_SIZES[preset]["latent_dim"] // 16)} if pixels else {}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", default="graphs,eager",
                         help="CUDA only: graphs (captured update and decision), eager, or both")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pixels", action="store_true",
+                        help="64x64 RGB observations (pixel encoder) instead of a 5-vector")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--name", default=None,
                         help="result name (default tdmpc2_speed, tdmpc2_speed_cuda on a GPU)")
@@ -60,35 +77,38 @@ def main(argv: list[str] | None = None) -> None:
     from worldflux.core.device import resolve_device
 
     device = resolve_device(args.device)
-    name = args.name or ("tdmpc2_speed" if device.type == "cpu" else f"tdmpc2_speed_{device.type}")
+    name = args.name or ("tdmpc2_speed" + ("" if device.type == "cpu" else f"_{device.type}")
+                         + ("_pixels" if args.pixels else ""))
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     started = time.time()
-    obs_dim, action_dim = 5, 1
+    obs_shape, action_dim = ((3, 64, 64) if args.pixels else (5,)), 1
+    obs_spec = ObservationSpec(obs_shape, "uint8" if args.pixels else "float32")
     presets = [int(p) for p in args.presets.split(",")]
     thread_counts = [int(t) for t in args.threads.split(",")]
     load_before = os.getloadavg()
-    buffer = _buffer(obs_dim, action_dim, 5010, args.seed)
+    buffer = _buffer(obs_shape, action_dim, 5010, args.seed)
     modes = args.modes.split(",") if device.type == "cuda" else ["eager"]
     agents, params = {}, {}
     for preset in presets:
         for mode in modes:
-            agent = build_agent("tdmpc2", ObservationSpec((obs_dim,)), ActionSpec(action_dim),
+            agent = build_agent("tdmpc2", obs_spec, ActionSpec(action_dim),
                                 device=device, seed=args.seed,
                                 overrides={"model.model_size": str(preset),
-                                           "cuda_graphs": str(mode == "graphs").lower()})
+                                           "cuda_graphs": str(mode == "graphs").lower(),
+                                           **_pixel_channels(preset, args.pixels)})
             agent.set_episode_length(500)
             agent.env_steps = 10**9  # past the seed phase: act() plans
             agents[preset, mode] = agent
             params[preset] = agent.model.num_parameters()
             for _ in range(5):  # warm-up (graphs: 3 eager calls, then the capture)
                 agent.train_step(buffer)
-                agent.act(np.zeros(obs_dim, np.float32), explore=True)
+                agent.act(np.zeros(obs_shape, obs_spec.dtype), explore=True)
     times: dict[str, list[float]] = {}
-    obs = np.zeros(obs_dim, np.float32)
+    obs = np.zeros(obs_shape, obs_spec.dtype)
 
     def case(preset: int, mode: str, threads: int) -> str:
         return f"{preset}M_{threads}t" + (f"_{mode}" if device.type == "cuda" else "")
@@ -146,14 +166,15 @@ def main(argv: list[str] | None = None) -> None:
     ax.bar(x + 0.2, decs, 0.4, label="planning decision (MPPI 6 x 512)")
     ax.set_xticks(x, [k.replace("_", ", ").replace("t", " thr") for k in labels], fontsize=7)
     ax.set_ylabel("ms (median over rounds)")
-    ax.set_title(f"TD-MPC2 on {device.type}")
+    ax.set_title(f"TD-MPC2 on {device.type}" + (", 64x64 pixels" if args.pixels else ""))
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(plot_path(name), dpi=120)
     path = write_result(name, {
         "device": str(device),
         "seed": args.seed, "rounds": args.rounds, "updates_per_round": args.updates,
-        "decisions_per_round": args.decisions, "obs_dim": obs_dim, "action_dim": action_dim,
+        "decisions_per_round": args.decisions, "obs_shape": list(obs_shape),
+        "action_dim": action_dim,
         "settings": "official defaults: batch 256, horizon 3, MPPI 6 iterations, 488 + 24 "
                     "samples, 64 elites; fp32",
         "modes": modes,
