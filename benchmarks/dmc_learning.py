@@ -198,7 +198,8 @@ def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, st
     ax.set_xlabel("agent steps (action repeat 2)")
     ax.set_ylabel("episode return")
     what = "64x64 pixels" if pixels else "state"
-    ax.set_title(f"{bench.title} on dm_control {task}, {what} (training episodes faint)")
+    ax.set_title(f"{bench.title} on dm_control {task}, {what} (training episodes faint)",
+                 fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(plot_path(result), dpi=120)
