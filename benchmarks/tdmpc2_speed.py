@@ -6,8 +6,8 @@ the agent's full ``train_step`` (sample 256 windows of horizon 3 + 1 rows from a
 world-model loss and step, policy loss and step, Polyak update), a decision one MPPI plan with
 the official settings (6 iterations of 488 Gaussian + 24 policy-prior sequences, 64 elites,
 horizon 3). Observation and action sizes are dm_control cartpole-swingup's (5 and 1); with
-``--pixels`` the observations are 64x64 RGB frames (uint8, the official pixel encoder), the
-size of the issue's pixel task.
+``--pixels`` the observations are 64x64 RGB frames (uint8, the official pixel encoder, with
+``latent_dim // 16`` channels: 8 at 1M, 32 at 5M), the size of the issue's pixel task.
 
 On a CUDA device, ``--modes graphs,eager`` times both the CUDA-graph replay of the update and
 the decision (the agent's default there) and the eager launches, in the same rounds.
@@ -42,14 +42,6 @@ def _buffer(obs_shape: tuple[int, ...], action_dim: int, rows: int, seed: int):
                    rng.uniform(-1, 1, action_dim).astype(np.float32) * (not first),
                    float(rng.uniform()), False, False, is_first=first)
     return buffer
-
-
-def _pixel_channels(preset: int, pixels: bool) -> dict[str, str]:
-    """Conv channels whose flattened 4x4 output is the preset's latent: 32 at 5M (official);
-    the official 1M preset's latent (128) takes 8 channels."""
-    from worldflux.models.tdmpc2.config import MODEL_SIZES
-
-    return {"model.num_channels": str(MODEL_SIZES[preset]["latent_dim"] // 16)} if pixels else {}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,8 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             agent = build_agent("tdmpc2", obs_spec, ActionSpec(action_dim),
                                 device=device, seed=args.seed,
                                 overrides={"model.model_size": str(preset),
-                                           "cuda_graphs": str(mode == "graphs").lower(),
-                                           **_pixel_channels(preset, args.pixels)})
+                                           "cuda_graphs": str(mode == "graphs").lower()})
             agent.set_episode_length(500)
             agent.env_steps = 10**9  # past the seed phase: act() plans
             agents[preset, mode] = agent

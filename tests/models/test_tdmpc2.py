@@ -337,10 +337,27 @@ def test_pixel_encoder_shapes_shift_augmentation_and_save_load(tmp_path):
     torch.testing.assert_close(loaded.encode(obs)["z"], z, rtol=0, atol=0)
 
 
+def test_pixel_channels_follow_the_latent_unless_given():
+    """num_channels unset = latent_dim // 16: 32 at 5M (official), 8 at the 1M preset."""
+    from worldflux.models.tdmpc2.config import TDMPC2Config
+
+    assert TDMPC2Config().pixel_channels() == 32
+    assert TDMPC2Config(model_size=1).pixel_channels() == 8
+    assert TDMPC2Config(model_size=1, num_channels=4, latent_dim=64).pixel_channels() == 4
+    model = worldflux.create_world_model("tdmpc2", obs_shape=(3, 64, 64), action_dim=1,
+                                         device="cpu", model_size=1)
+    convs = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 8, 8, 8]
+    assert model.encode(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))["z"].shape == (2, 128)
+
+
 def test_invalid_settings_name_the_field():
-    with pytest.raises(ConfigError, match="latent_dim: got 128, expected num_channels"):
+    with pytest.raises(ConfigError, match=r"latent_dim: got 128 \(num_channels 32\), expected"):
         worldflux.create_world_model("tdmpc2", obs_shape=(3, 64, 64), action_dim=1,
-                                     model_size=1)
+                                     model_size=1, num_channels=32)
+    with pytest.raises(ConfigError, match="latent_dim: got 100, expected num_channels"):
+        worldflux.create_world_model("tdmpc2", obs_shape=(3, 64, 64), action_dim=1,
+                                     latent_dim=100, simnorm_dim=4)
     with pytest.raises(ConfigError, match=r"\[C, 64, 64\]"):
         worldflux.create_world_model("tdmpc2", obs_shape=(3, 32, 32), action_dim=1)
     with pytest.raises(ConfigError, match="continuous"):

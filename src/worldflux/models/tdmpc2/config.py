@@ -68,8 +68,10 @@ class TDMPC2Config:
     """Simplex group size V of SimNorm on the encoder and dynamics outputs (paper: 8)."""
     dropout: float = 0.01
     """Dropout before the LayerNorm of each Q-function's first layer (official: 0.01)."""
-    num_channels: int = 32
-    """Channels of every convolution of the pixel encoder (official: 32)."""
+    num_channels: int | None = None
+    """Channels of every convolution of the pixel encoder. None = ``latent_dim // 16``, so that
+    the flattened 4x4 conv output is the latent: 32 at the 5M preset (the official value),
+    8 at 1M (latent 128)."""
     shift_pad: int = 3
     """Random-shift augmentation of pixel observations while training: replicate-pad by this
     many pixels and crop back at a random offset (official ``layers.ShiftAug(pad=3)``)."""
@@ -120,6 +122,12 @@ class TDMPC2Config:
                   for key in preset}
         return ModelSizes(**values)
 
+    def pixel_channels(self) -> int:
+        """Conv channels of the pixel encoder: ``num_channels``, or ``latent_dim // 16``."""
+        if self.num_channels is not None:
+            return int(self.num_channels)
+        return self.sizes().latent_dim // 16
+
     def discount(self) -> float:
         """Discount for ``episode_length`` (500 agent steps when it is 0)."""
         return discount_from_episode_length(self.episode_length or 500, self.discount_denom,
@@ -166,11 +174,15 @@ class TDMPC2Config:
                 if shape[1:] != (64, 64):
                     raise ConfigError(f"tdmpc2: got image observations {shape}, expected "
                                       "[C, 64, 64] (the pixel encoder is built for 64x64)")
-                if sizes.latent_dim != self.num_channels * 16:
+                channels = self.pixel_channels()
+                if channels < 1 or sizes.latent_dim != channels * 16:
+                    given = ("" if self.num_channels is None
+                             else f" (num_channels {self.num_channels})")
                     raise ConfigError(
-                        f"latent_dim: got {sizes.latent_dim}, expected num_channels * 16 = "
-                        f"{self.num_channels * 16} for pixel observations (the flattened 4x4 "
-                        "conv output is the latent, as in the official release)")
+                        f"latent_dim: got {sizes.latent_dim}{given}, expected num_channels * 16 "
+                        "for pixel observations, a multiple of 16 (the flattened 4x4 conv "
+                        "output is the latent, as in the official release); leave num_channels "
+                        "unset to take latent_dim // 16")
             elif len(shape) != 1:
                 raise ConfigError(f"tdmpc2: got obs_shape {shape}, expected a vector (D,) or "
                                   "an image (C, 64, 64)")

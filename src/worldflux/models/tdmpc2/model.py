@@ -103,7 +103,7 @@ class TDMPC2Model(WorldModel):
         self.action_dim, self.latent_dim = A, L
         self.pixels = len(obs_spec.shape) == 3
         if self.pixels:
-            self.encoder: nn.Module = PixelEncoder(obs_spec.shape[0], config.num_channels,
+            self.encoder: nn.Module = PixelEncoder(obs_spec.shape[0], config.pixel_channels(),
                                                    config.simnorm_dim, config.shift_pad)
         else:
             self.encoder = StateEncoder(obs_spec.shape[0], sizes.enc_dim, sizes.num_enc_layers,
