@@ -71,3 +71,21 @@ def test_report_keeps_committed_seeds_whose_run_dirs_are_gone(tmp_path, monkeypa
     runs = json.loads(third.read_text())["runs"]
     assert "kept_from_previous_report" not in runs["seed0"]
     assert [e["mean"] for e in runs["seed0"]["evals"]] == [50.0]
+
+
+def test_pixel_runs_take_each_agents_frame_stack(tmp_path, monkeypatch):
+    """TD-MPC2 sees the last 3 frames (official pixel wrapper); DreamerV3 one frame (RSSM)."""
+    calls = {}
+
+    def fake_run_seeds(agent, train, overrides, seeds, **kwargs):
+        calls[agent] = dict(train)
+
+    monkeypatch.setattr(dmc_learning, "run_seeds", fake_run_seeds)
+    for name in ("tdmpc2_dmc", "dreamerv3_dmc"):
+        dmc_learning.train_seeds(AGENTS[name], "cartpole-balance", [0], 100, "cpu", {}, 50, 1,
+                                 True, tmp_path / name)
+    assert calls["tdmpc2"]["obs_type"] == "image" and calls["tdmpc2"]["frame_stack"] == 3
+    assert calls["dreamerv3"]["obs_type"] == "image" and "frame_stack" not in calls["dreamerv3"]
+    dmc_learning.train_seeds(AGENTS["tdmpc2_dmc"], "cartpole-balance", [0], 100, "cpu", {}, 50,
+                             1, False, tmp_path / "state")
+    assert "frame_stack" not in calls["tdmpc2"] and "obs_type" not in calls["tdmpc2"]
