@@ -71,6 +71,20 @@ def write_result(name: str, payload: dict[str, Any], started: float) -> Path:
     return path
 
 
+def load_note(cpu_wall_ms: list[tuple[float, float]]) -> str:
+    """How to read wall against CPU time, from the share of a core a one-thread process had
+    (``cpu_wall_ms``: pairs of process CPU and wall milliseconds of the timed cases)."""
+    import statistics
+
+    share = statistics.median(cpu / wall for cpu, wall in cpu_wall_ms)
+    if share > 0.95:
+        return (f"the process had a core to itself (CPU time {share:.0%} of wall time): wall "
+                "and CPU times agree")
+    return (f"other processes shared the cores (CPU time {share:.0%} of wall time): wall times "
+            "grow with the load; the process CPU time is the compute an update costs, though "
+            "cache and memory contention inflate it too")
+
+
 def plot_path(name: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     return RESULTS / f"{name}.png"

@@ -31,13 +31,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import plot_path, pyplot, write_result
+from benchmarks.common import load_note, plot_path, pyplot, write_result
+from benchmarks.versions import Worker, export_src, serve
 
 PEERS_S = {"vector": 1.93, "pixels": 4.97}  # sheeprl 0.8.4 DreamerV3 XS, s per gradient step
 
@@ -142,39 +141,20 @@ def _worker(args) -> None:
 
     torch.set_num_threads(int(os.environ.get("WF_BENCH_THREADS", 1) or 1))
     cases = _Cases(args.batch_size, args.batch_length, args.seed, _settings(args.set))
-    for line in sys.stdin:
-        request = json.loads(line)
+
+    def handle(request: dict) -> dict:
         out = cases.time(request["key"], request["updates"])
-        out["params"] = cases.params[request["key"]]
-        print(json.dumps(out), flush=True)
+        return {**out, "params": cases.params[request["key"]]}
+
+    serve(handle)
 
 
-class _Remote:
+def _remote(src: Path, args, settings: list[str]) -> Worker:
     """A worker process running the ``src/`` of one code version."""
-
-    def __init__(self, src: Path, args, settings: list[str]) -> None:
-        root = Path(__file__).resolve().parent.parent
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), str(root)]))
-        cmd = [sys.executable, "-m", "benchmarks.dreamerv3_speed", "--worker",
-               "--batch", args.batch, "--seed", str(args.seed)]
-        for setting in settings:
-            cmd += ["--set", setting]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env=env, cwd=root)
-
-    def time(self, key: str, updates: int) -> dict:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"key": key, "updates": updates}) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"benchmark worker exited with {self.proc.wait()}")
-        return json.loads(line)
-
-    def close(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        self.proc.wait()
+    cmd = ["--batch", args.batch, "--seed", str(args.seed)]
+    for setting in settings:
+        cmd += ["--set", setting]
+    return Worker("benchmarks.dreamerv3_speed", src, cmd)
 
 
 def _settings(items: list[str]) -> dict[str, str]:
@@ -186,27 +166,6 @@ def _settings(items: list[str]) -> dict[str, str]:
             raise SystemExit(f"--set/--ab: expected KEY=VALUE, got {item!r}")
         out[key] = value
     return out
-
-
-def _export_src(rev: str, into: str) -> Path:
-    """``src/`` of git revision ``rev`` under ``into`` (``git archive``)."""
-    root = Path(__file__).resolve().parent.parent
-    archive = subprocess.run(["git", "archive", rev, "src"], cwd=root, check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
-    return Path(into) / "src"
-
-
-def _load_note(results: dict[str, dict]) -> str:
-    """How to read wall against CPU time, from the share of a core the process had."""
-    share = statistics.median(r["cpu_ms_per_update_median"] / r["ms_per_update_median"]
-                              for r in results.values())
-    if share > 0.95:
-        return (f"the process had a core to itself (CPU time {share:.0%} of wall time): wall "
-                "and CPU times agree")
-    return (f"other processes shared the cores (CPU time {share:.0%} of wall time): wall times "
-            "grow with the load; the process CPU time is the compute an update costs, though "
-            "cache and memory contention inflate it too")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -302,7 +261,8 @@ def main(argv: list[str] | None = None) -> None:
         "posterior state (batch x length starts)", "threads": torch.get_num_threads(),
         "load_average_1_5_15min": {"start": [round(v, 2) for v in load_before],
                                    "end": [round(v, 2) for v in os.getloadavg()]},
-        "note": _load_note(results),
+        "note": load_note([(r["cpu_ms_per_update_median"], r["ms_per_update_median"])
+                           for r in results.values()]),
         "settings": args.set, "results": results}, started)
     print(f"wrote {path}")
 
@@ -314,22 +274,22 @@ def _compare(args, keys: list[str], started: float, load_before) -> None:
 
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
-        old_src = root / "src" if args.ab else _export_src(args.compare, tmp)
-        versions = {"old": _Remote(old_src, args, args.set + ([args.ab] if args.ab else [])),
-                    "new": _Remote(root / "src", args, args.set)}
+        old_src = root / "src" if args.ab else export_src(args.compare, tmp)
+        versions = {"old": _remote(old_src, args, args.set + ([args.ab] if args.ab else [])),
+                    "new": _remote(root / "src", args, args.set)}
         names = list(versions)
         rows: dict[str, dict[str, list[float]]] = {k: {} for k in keys}
         params = {}
         try:
             for key in keys:  # build and warm up every case in both workers first
                 for name in names:
-                    out = versions[name].time(key, 1)
+                    out = versions[name].request({"key": key, "updates": 1})
                     params[key] = out["params"]
                     print(f"{key} [{name}] built: {out['params']}", flush=True)
             for r in range(args.rounds):
                 for key in keys:
                     for name in (names if r % 2 == 0 else names[::-1]):
-                        out = versions[name].time(key, args.updates)
+                        out = versions[name].request({"key": key, "updates": args.updates})
                         rows[key].setdefault(f"{name}_ms", []).append(out["ms"])
                         rows[key].setdefault(f"{name}_cpu_ms", []).append(out["cpu_ms"])
                         print(f"round {r} {key} [{name}]: {out['ms']:.0f} ms wall, "

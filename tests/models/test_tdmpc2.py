@@ -326,6 +326,15 @@ def test_pixel_encoder_shapes_shift_augmentation_and_save_load(tmp_path):
         matches = [(r, c) for r in range(7) for c in range(7)
                    if torch.equal(out[i], padded[:, r:r + 64, c:c + 64])]
         assert matches, "every output is a 64x64 crop of the padded image"
+    # The encoder shifts the stored uint8 frames: the same crops as on float images.
+    frames = torch.randint(0, 256, (50, 2, 64, 64), dtype=torch.uint8)
+    torch.testing.assert_close(ShiftAug(3)(frames, torch.Generator().manual_seed(2)).float(),
+                               ShiftAug(3)(frames.float(), torch.Generator().manual_seed(2)),
+                               rtol=0, atol=0)
+    as_float = obs.float()
+    before = as_float.clone()
+    torch.testing.assert_close(model.encode(as_float)["z"], z)
+    assert torch.equal(as_float, before), "the encoder scales a copy, not the caller's tensor"
     batch = {"obs": torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8),
              "actions": torch.zeros(2, 3, 2), "rewards": torch.zeros(2, 3),
              "terminated": torch.zeros(2, 3).bool(), "truncated": torch.zeros(2, 3).bool(),

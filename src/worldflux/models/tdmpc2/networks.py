@@ -86,9 +86,14 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int, *, act: nn.Module | None =
 
 
 class ShiftAug(nn.Module):
-    """Random shift of images ``[N, C, H, W]``: replicate-pad by ``pad`` pixels, crop back at a
-    random integer offset per image (official ``layers.ShiftAug``, from DrQ-v2). Integer shifts
-    make the official bilinear ``grid_sample`` an exact crop, which this computes directly."""
+    """Random shift of images ``[N, C, H, W]`` (any dtype): replicate-pad by ``pad`` pixels, crop
+    back at a random integer offset per image (official ``layers.ShiftAug``, from DrQ-v2).
+
+    Integer shifts make the official bilinear ``grid_sample`` an exact crop, computed here as one
+    gather: with replicate padding, output pixel ``(i, j)`` at offset ``(r, c)`` is the input
+    pixel ``(clamp(i + r - pad), clamp(j + c - pad))``. No host synchronisation (CUDA graphs
+    capture it); on uint8 frames it moves a quarter of the bytes of float32 ones.
+    """
 
     def __init__(self, pad: int = 3) -> None:
         super().__init__()
@@ -97,15 +102,14 @@ class ShiftAug(nn.Module):
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if self.pad == 0:
             return x
-        n, _, h, w = x.shape
-        padded = F.pad(x, (self.pad,) * 4, mode="replicate")
+        n, c, h, w = x.shape
         offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=generator,
                                 device=x.device)
-        rows = (offsets[:, 0:1] + torch.arange(h, device=x.device))[:, None, :, None]
-        cols = (offsets[:, 1:2] + torch.arange(w, device=x.device))[:, None, None, :]
-        batch = torch.arange(n, device=x.device)[:, None, None, None]
-        channels = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-        return padded[batch, channels, rows, cols]
+        rows = (offsets[:, 0:1] + torch.arange(h, device=x.device) - self.pad).clamp_(0, h - 1)
+        cols = (offsets[:, 1:2] + torch.arange(w, device=x.device) - self.pad).clamp_(0, w - 1)
+        index = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, h * w)
+        out = torch.gather(x.reshape(n, c, h * w), 2, index.expand(n, c, h * w))
+        return out.view(n, c, h, w)
 
 
 class PixelEncoder(nn.Module):
@@ -129,11 +133,14 @@ class PixelEncoder(nn.Module):
 
     def forward(self, obs: Tensor, augment: bool = False,
                 generator: torch.Generator | None = None) -> Tensor:
-        x = obs.float()
-        if augment:
-            x = self.shift(x, generator)
-        x = x / 255.0 - 0.5
-        return self.simnorm(self.convs(x))
+        if augment:  # on the stored frames (uint8): the shift only moves pixels
+            obs = self.shift(obs, generator)
+        # Channels-last input (reordered while still uint8): oneDNN's convolutions run faster on
+        # it than on NCHW (the 5M update 1.17x, 1M 1.05x here), for the same values up to
+        # rounding; the flatten is logical. ``copy=True``: the in-place scaling never touches
+        # the caller's tensor.
+        x = obs.contiguous(memory_format=torch.channels_last).to(torch.float32, copy=True)
+        return self.simnorm(self.convs(x.div_(255.0).sub_(0.5)))
 
 
 class StateEncoder(nn.Module):
