@@ -31,12 +31,10 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from benchmarks.common import load_note, plot_path, pyplot, write_result
-from benchmarks.versions import Worker, export_src, serve
+from benchmarks.versions import interleave, old_and_new, serve
 
 PEERS_S = {"vector": 1.93, "pixels": 4.97}  # sheeprl 0.8.4 DreamerV3 XS, s per gradient step
 
@@ -149,12 +147,12 @@ def _worker(args) -> None:
     serve(handle)
 
 
-def _remote(src: Path, args, settings: list[str]) -> Worker:
-    """A worker process running the ``src/`` of one code version."""
+def _worker_args(args, settings: list[str]) -> list[str]:
+    """Command-line arguments of a worker with the agent ``settings``."""
     cmd = ["--batch", args.batch, "--seed", str(args.seed)]
     for setting in settings:
         cmd += ["--set", setting]
-    return Worker("benchmarks.dreamerv3_speed", src, cmd)
+    return cmd
 
 
 def _settings(items: list[str]) -> dict[str, str]:
@@ -272,31 +270,23 @@ def _compare(args, keys: list[str], started: float, load_before) -> None:
     import numpy as np
     import torch
 
-    root = Path(__file__).resolve().parent.parent
-    with tempfile.TemporaryDirectory() as tmp:
-        old_src = root / "src" if args.ab else export_src(args.compare, tmp)
-        versions = {"old": _remote(old_src, args, args.set + ([args.ab] if args.ab else [])),
-                    "new": _remote(root / "src", args, args.set)}
+    rows: dict[str, dict[str, list[float]]] = {k: {} for k in keys}
+    params = {}
+    with old_and_new("benchmarks.dreamerv3_speed", None if args.ab else args.compare,
+                     _worker_args(args, args.set + ([args.ab] if args.ab else [])),
+                     _worker_args(args, args.set)) as versions:
         names = list(versions)
-        rows: dict[str, dict[str, list[float]]] = {k: {} for k in keys}
-        params = {}
-        try:
-            for key in keys:  # build and warm up every case in both workers first
-                for name in names:
-                    out = versions[name].request({"key": key, "updates": 1})
-                    params[key] = out["params"]
-                    print(f"{key} [{name}] built: {out['params']}", flush=True)
-            for r in range(args.rounds):
-                for key in keys:
-                    for name in (names if r % 2 == 0 else names[::-1]):
-                        out = versions[name].request({"key": key, "updates": args.updates})
-                        rows[key].setdefault(f"{name}_ms", []).append(out["ms"])
-                        rows[key].setdefault(f"{name}_cpu_ms", []).append(out["cpu_ms"])
-                        print(f"round {r} {key} [{name}]: {out['ms']:.0f} ms wall, "
-                              f"{out['cpu_ms']:.0f} ms CPU", flush=True)
-        finally:
-            for remote in versions.values():
-                remote.close()
+        for key in keys:  # build and warm up every case in both workers first
+            for name in names:
+                out = versions[name].request({"key": key, "updates": 1})
+                params[key] = out["params"]
+                print(f"{key} [{name}] built: {out['params']}", flush=True)
+        for r, key, name, out in interleave(versions, keys, args.rounds,
+                                            lambda k: {"key": k, "updates": args.updates}):
+            rows[key].setdefault(f"{name}_ms", []).append(out["ms"])
+            rows[key].setdefault(f"{name}_cpu_ms", []).append(out["cpu_ms"])
+            print(f"round {r} {key} [{name}]: {out['ms']:.0f} ms wall, "
+                  f"{out['cpu_ms']:.0f} ms CPU", flush=True)
     old, new = names
     old_label = f"working tree, {args.ab}" if args.ab else args.compare
     results = {}

@@ -27,7 +27,7 @@ import statistics
 import time
 
 from benchmarks.common import load_note, plot_path, pyplot, write_result
-from benchmarks.versions import Worker, export_src, serve
+from benchmarks.versions import interleave, old_and_new, serve
 
 PIXEL_SHAPE = (9, 64, 64)
 """3 stacked 64x64 RGB frames (official ``envs/wrappers/pixels.py``: num_frames 3)."""
@@ -111,36 +111,23 @@ def _worker(args) -> None:
 
 def _compare(args, started: float) -> None:
     """Old (``--compare REV``) and new code in two workers, interleaved round by round."""
-    import tempfile
-
     import numpy as np
-
-    from benchmarks.versions import ROOT
 
     presets = [int(p) for p in args.presets.split(",")]
     load_before = os.getloadavg()
     cmd = ["--seed", str(args.seed)] + (["--pixels"] if args.pixels else [])
     rows: dict[int, dict[str, list[float]]] = {p: {} for p in presets}
     params: dict[int, int] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        versions = {"old": Worker("benchmarks.tdmpc2_speed", export_src(args.compare, tmp), cmd),
-                    "new": Worker("benchmarks.tdmpc2_speed", ROOT / "src", cmd)}
+    request = {"updates": args.updates, "decisions": args.decisions}
+    with old_and_new("benchmarks.tdmpc2_speed", args.compare, cmd, cmd) as versions:
         names = list(versions)
-        try:
-            for r in range(args.rounds):
-                for preset in presets:
-                    for name in (names if r % 2 == 0 else names[::-1]):
-                        out = versions[name].request({"preset": preset, "updates": args.updates,
-                                                      "decisions": args.decisions})
-                        params[preset] = out["parameters"]
-                        for key in ("update_ms", "update_cpu_ms", "decision_ms",
-                                    "decision_cpu_ms"):
-                            rows[preset].setdefault(f"{name}_{key}", []).append(out[key])
-                        print(f"round {r} {preset}M [{name}]: update {out['update_cpu_ms']:.0f} "
-                              f"ms CPU, decision {out['decision_cpu_ms']:.0f} ms CPU", flush=True)
-        finally:
-            for worker in versions.values():
-                worker.close()
+        for r, preset, name, out in interleave(versions, presets, args.rounds,
+                                               lambda p: {**request, "preset": p}):
+            params[preset] = out["parameters"]
+            for key in ("update_ms", "update_cpu_ms", "decision_ms", "decision_cpu_ms"):
+                rows[preset].setdefault(f"{name}_{key}", []).append(out[key])
+            print(f"round {r} {preset}M [{name}]: update {out['update_cpu_ms']:.0f} ms CPU, "
+                  f"decision {out['decision_cpu_ms']:.0f} ms CPU", flush=True)
     results = {}
     for preset, row in rows.items():
         result: dict = {"preset": preset, "parameters": params[preset]}

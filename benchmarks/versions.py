@@ -13,7 +13,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +52,33 @@ class Worker:
         if self.proc.stdin:
             self.proc.stdin.close()
         self.proc.wait()
+
+
+@contextmanager
+def old_and_new(module: str, rev: str | None, old_args: list[str],
+                new_args: list[str]) -> Iterator[dict[str, Worker]]:
+    """Workers ``{"old", "new"}`` of ``module``: the ``src/`` of ``rev`` (None: the working tree,
+    for an A/B of settings given in ``old_args``) and the working tree; closed on exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        old_src = ROOT / "src" if rev is None else export_src(rev, tmp)
+        pair = {"old": Worker(module, old_src, old_args),
+                "new": Worker(module, ROOT / "src", new_args)}
+        try:
+            yield pair
+        finally:
+            for worker in pair.values():
+                worker.close()
+
+
+def interleave(pair: dict[str, Worker], cases: Sequence, rounds: int,
+               request: Callable[[object], dict]) -> Iterator[tuple[int, object, str, dict]]:
+    """``(round, case, version, answer)`` for ``rounds`` rounds: each round asks both versions
+    ``request(case)`` for every case back to back, alternating which goes first."""
+    names = list(pair)
+    for r in range(rounds):
+        for case in cases:
+            for name in (names if r % 2 == 0 else names[::-1]):
+                yield r, case, name, pair[name].request(request(case))
 
 
 def serve(handle: Callable[[dict], dict]) -> None:
