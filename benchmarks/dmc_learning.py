@@ -183,13 +183,14 @@ def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, st
         started)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    for label, r in runs.items():
+    for i, (label, r) in enumerate(runs.items()):
+        color = f"C{i % 10}"  # a seed's training episodes (faint) and evaluations share it
         if r["episodes"]:
             xs, ys = zip(*r["episodes"], strict=True)
-            ax.plot(xs, ys, alpha=0.25, lw=0.8)
+            ax.plot(xs, ys, color=color, alpha=0.25, lw=0.8)
         if r["evals"]:
             ax.plot([e["step"] for e in r["evals"]], [e["mean"] for e in r["evals"]], "o-",
-                    label=f"{label} eval ({r['elapsed_s'] / 60:.0f} min)")
+                    color=color, label=f"{label} eval ({r['elapsed_s'] / 60:.0f} min)")
     for key, value in published.items():
         if key.endswith("@100k"):
             ax.plot([100_000], [value], "k*", ms=12,
