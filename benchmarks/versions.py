@@ -61,9 +61,12 @@ def old_and_new(module: str, rev: str | None, old_args: list[str],
     for an A/B of settings given in ``old_args``) and the working tree; closed on exit."""
     with tempfile.TemporaryDirectory() as tmp:
         old_src = ROOT / "src" if rev is None else export_src(rev, tmp)
-        pair = {"old": Worker(module, old_src, old_args),
-                "new": Worker(module, ROOT / "src", new_args)}
+        pair: dict[str, Worker] = {}
         try:
+            # One at a time inside the try, so a worker that fails to start still closes the
+            # one started before it.
+            pair["old"] = Worker(module, old_src, old_args)
+            pair["new"] = Worker(module, ROOT / "src", new_args)
             yield pair
         finally:
             for worker in pair.values():
