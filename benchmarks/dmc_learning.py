@@ -22,7 +22,9 @@ Two modes:
   ``DIR/settings.json`` the training command's settings (overrides, note), which the report
   records instead of its own command line's. Each seed's resolved agent config and training
   precision are read from its ``config.json``, the command that trained it from
-  ``DIR/seed<S>.settings.json``.
+  ``DIR/seed<S>.settings.json``, and its final evaluation from ``DIR/seed<S>/eval.json``
+  (``worldflux eval DIR/seed<S> -n 20``: more episodes than the training evaluations), which
+  the report sets against uniform random actions on the same episodes.
 
 Run directories stay on the machine that trained them. A report keeps the committed record of
 every seed of the previous result whose directory is gone (marked ``kept_from_previous_report``),
@@ -40,7 +42,7 @@ from pathlib import Path
 
 from benchmarks import common
 from benchmarks.common import load_anchors, machine, plot_path, pyplot, write_result
-from benchmarks.learning import compact_run, random_return, run_seeds
+from benchmarks.learning import compact_run, random_return, random_returns, run_seeds
 from worldflux.core.io import atomic_write_text
 
 RUNS = Path(__file__).resolve().parent.parent / "runs"
@@ -132,6 +134,49 @@ def _random_policy(task: str, runs: dict[str, dict], episodes: int) -> dict:
             "how": "uniform random actions on each seed's evaluation episodes, state observations"}
 
 
+def _final_evaluation(task: str, run_dir: Path) -> dict | None:
+    """The run's ``eval.json`` (``worldflux eval RUN_DIR -n N`` on its newest checkpoint) next to
+    uniform random actions on the same N episodes (same resets), or None without one."""
+    path = run_dir / "eval.json"
+    if not path.is_file():
+        return None
+    final = json.loads(path.read_text(encoding="utf-8"))
+    seed = int(run_dir.name.removeprefix("seed"))
+    learned = [float(r) for r in final["returns"]]
+    played = random_returns({"env": f"dmc/{task}", "action_repeat": 2}, seed,
+                            int(final["episodes"]), eval_seed=int(final["seed"]))
+    return {"step": int(final["step"]), "episodes": int(final["episodes"]),
+            "eval_seed": int(final["seed"]), "mean": round(sum(learned) / len(learned), 1),
+            "std": round(float(final["std"]), 1), "min": round(min(learned), 1),
+            "max": round(max(learned), 1),
+            "random_same_episodes": {"mean": round(sum(played) / len(played), 1),
+                                     "min": round(min(played), 1),
+                                     "max": round(max(played), 1)},
+            "command": f"worldflux eval {_shown(run_dir)} -n {int(final['episodes'])}"}
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (no machine's home in results)."""
+    try:
+        return str(path.resolve().relative_to(RUNS.parent))
+    except ValueError:
+        return str(path)
+
+
+def _final_summary(runs: dict[str, dict]) -> dict | None:
+    """Mean of the seeds' final evaluations against random play on the same episodes."""
+    finals = [r["final_eval"] for r in runs.values() if r.get("final_eval")]
+    if not finals:
+        return None
+    learned = sum(f["mean"] for f in finals) / len(finals)
+    baseline = sum(f["random_same_episodes"]["mean"] for f in finals) / len(finals)
+    return {"seeds": len(finals), "mean": round(learned, 1), "random_mean": round(baseline, 1),
+            "ratio_to_random": round(learned / baseline, 2) if baseline > 0 else None,
+            "every_learned_episode_above_every_random_one":
+                min(f["min"] for f in finals) > max(f["random_same_episodes"]["max"]
+                                                   for f in finals)}
+
+
 def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, started: float,
            settings: dict, tag: str = "") -> Path:
     result = _result_name(name, task, pixels, tag)
@@ -145,6 +190,8 @@ def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, st
         command = work / f"{label}.settings.json"
         if command.is_file():
             run["settings"] = json.loads(command.read_text(encoding="utf-8"))
+        if (final := _final_evaluation(task, work / label)) is not None:
+            run["final_eval"] = final
     # Run directories do not outlive the machine they trained on; a seed reported before whose
     # directory is gone keeps its committed record (marked), so results accumulate across
     # sessions instead of being overwritten by the seeds present now.
@@ -179,7 +226,8 @@ def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, st
         "task": task, "agent": bench.agent, "observations": "64x64 pixels" if pixels else "state",
         "settings": settings, "trained_on": trained_on,
         f"published_{bench.agent}_mean": published, "published_all": anchors,
-        "mean_at_step": table, "target": verdict, "random_policy": baseline, "runs": runs},
+        "mean_at_step": table, "target": verdict, "random_policy": baseline,
+        "final_evaluation": _final_summary(runs), "runs": runs},
         started)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -191,6 +239,10 @@ def report(name: str, bench: AgentBench, task: str, pixels: bool, work: Path, st
         if r["evals"]:
             ax.plot([e["step"] for e in r["evals"]], [e["mean"] for e in r["evals"]], "o-",
                     color=color, label=f"{label} eval ({r['elapsed_s'] / 60:.0f} min)")
+        if final := r.get("final_eval"):
+            ax.errorbar([final["step"]], [final["mean"]], yerr=[final["std"]], fmt="D",
+                        color=color, ms=7, mec="k", capsize=3,
+                        label=f"{label} final, {final['episodes']} episodes")
     for key, value in published.items():
         if key.endswith("@100k"):
             ax.plot([100_000], [value], "k*", ms=12,

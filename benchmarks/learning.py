@@ -63,10 +63,12 @@ def run_seeds(agent: str, train: dict[str, Any], overrides: dict[str, str], seed
     return dirs
 
 
-def random_return(train: dict[str, Any], seed: int, episodes: int) -> float:
-    """Mean return of uniform random actions on the evaluation episodes that a run of ``train``
-    (``TrainConfig`` fields) with ``seed`` plays: the same env, action repeat and resets
-    (``seed + EVAL_SEED_OFFSET``), so a learned return can be set against it episode for episode."""
+def random_returns(train: dict[str, Any], seed: int, episodes: int,
+                   eval_seed: int | None = None) -> list[float]:
+    """Returns ``[episodes]`` of uniform random actions on the evaluation episodes that a run of
+    ``train`` (``TrainConfig`` fields) with ``seed`` plays: the same env, action repeat and resets
+    (``eval_seed``, by default ``seed + EVAL_SEED_OFFSET`` as in training and ``worldflux eval``),
+    so a learned return can be set against it episode for episode."""
     import torch
 
     from worldflux.agents import build_agent
@@ -75,13 +77,20 @@ def random_return(train: dict[str, Any], seed: int, episodes: int) -> float:
     from worldflux.training.evaluate import evaluate
 
     config = TrainConfig(**{"steps": 1, **train, "seed": seed})
-    env = make_env(config, seed=seed + EVAL_SEED_OFFSET)
+    first = seed + EVAL_SEED_OFFSET if eval_seed is None else int(eval_seed)
+    env = make_env(config, seed=first)
     obs_spec, action_spec = specs_for(env)
     agent = build_agent("random", obs_spec, action_spec, device=torch.device("cpu"))
     try:
-        return float(evaluate(agent, env, episodes, seed + EVAL_SEED_OFFSET)["mean"])
+        return [float(r) for r in evaluate(agent, env, episodes, first)["returns"]]
     finally:
         env.close()
+
+
+def random_return(train: dict[str, Any], seed: int, episodes: int) -> float:
+    """Mean of :func:`random_returns` on a run's evaluation episodes."""
+    returns = random_returns(train, seed, episodes)
+    return sum(returns) / len(returns)
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:

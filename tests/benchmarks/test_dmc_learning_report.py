@@ -89,3 +89,36 @@ def test_pixel_runs_take_each_agents_frame_stack(tmp_path, monkeypatch):
     dmc_learning.train_seeds(AGENTS["tdmpc2_dmc"], "cartpole-balance", [0], 100, "cpu", {}, 50,
                              1, False, tmp_path / "state")
     assert "frame_stack" not in calls["tdmpc2"] and "obs_type" not in calls["tdmpc2"]
+
+
+def test_report_sets_a_final_evaluation_against_random_play_on_the_same_episodes(
+        tmp_path, monkeypatch):
+    """``worldflux eval RUN -n N`` leaves ``eval.json``; the report plays random actions on the
+    same N resets and says whether every learned episode beat every random one."""
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(dmc_learning, "random_return", lambda train, seed, episodes: 10.0)
+    played = []
+
+    def fake_random_returns(train, seed, episodes, eval_seed=None):
+        played.append((train["env"], seed, episodes, eval_seed))
+        return [100.0 + seed, 300.0, 200.0]
+
+    monkeypatch.setattr(dmc_learning, "random_returns", fake_random_returns)
+    work = tmp_path / "runs"
+    for seed, returns in ((0, [400.0, 500.0, 600.0]), (1, [250.0, 700.0, 700.0])):
+        _fake_run(work / f"seed{seed}", [(1_000, 150.0), (2_000, 450.0)], "bf16")
+        (work / f"seed{seed}" / "eval.json").write_text(json.dumps(
+            {"mean": sum(returns) / 3, "std": 5.0, "returns": returns, "episodes": 3,
+             "seed": 10_000 + seed, "step": 2_000, "checkpoint": "x"}))
+    path = report("dreamerv3_dmc", AGENTS["dreamerv3_dmc"], "cartpole-balance", True, work,
+                  time.time(), {}, tag="t")
+    result = json.loads(path.read_text())
+    assert played == [("dmc/cartpole-balance", 0, 3, 10_000), ("dmc/cartpole-balance", 1, 3, 10_001)]
+    final0 = result["runs"]["seed0"]["final_eval"]
+    assert final0["mean"] == 500.0 and (final0["min"], final0["max"]) == (400.0, 600.0)
+    assert final0["random_same_episodes"] == {"mean": 200.0, "min": 100.0, "max": 300.0}
+    summary = result["final_evaluation"]
+    assert summary["seeds"] == 2 and summary["mean"] == 525.0
+    assert summary["random_mean"] == 200.2 and summary["ratio_to_random"] == 2.62
+    # Seed 1's worst episode (250) is below seed 0's best random one (300).
+    assert summary["every_learned_episode_above_every_random_one"] is False
