@@ -113,7 +113,8 @@ def test_report_sets_a_final_evaluation_against_random_play_on_the_same_episodes
     path = report("dreamerv3_dmc", AGENTS["dreamerv3_dmc"], "cartpole-balance", True, work,
                   time.time(), {}, tag="t")
     result = json.loads(path.read_text())
-    assert played == [("dmc/cartpole-balance", 0, 3, 10_000), ("dmc/cartpole-balance", 1, 3, 10_001)]
+    assert played == [("dmc/cartpole-balance", 0, 3, 10_000),
+                      ("dmc/cartpole-balance", 1, 3, 10_001)]
     final0 = result["runs"]["seed0"]["final_eval"]
     assert final0["mean"] == 500.0 and (final0["min"], final0["max"]) == (400.0, 600.0)
     assert final0["random_same_episodes"] == {"mean": 200.0, "min": 100.0, "max": 300.0}
