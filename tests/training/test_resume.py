@@ -110,6 +110,38 @@ def test_damaged_newest_checkpoint_falls_back_and_reproduces_the_run(tmp_path, c
     _assert_same_run(run, tmp_path / "reference")
 
 
+def test_a_run_killed_during_an_evaluation_resumes_at_that_step(tmp_path, monkeypatch):
+    """Where an evaluation and a checkpoint are due at the same step, a checkpoint is taken
+    before the evaluation as well: a kill during the evaluation costs the evaluation only, and
+    the resumed run (evaluation first, then the pending periodic log) records exactly what the
+    uninterrupted one does."""
+    from worldflux.training import loop
+
+    config = TrainConfig(env="Pendulum-v1", steps=1000, seed=4, eval_every=400,
+                         checkpoint_every=200, eval_episodes=1, log_every=200, tensorboard=False)
+    train("test-resume-sampler", config, {}, tmp_path / "reference", progress=False)
+
+    evaluate = loop._evaluate
+
+    def killed_while_evaluating_step_800(run, *, final=False):
+        if run.state.env_step == 800 and not final:
+            raise KeyboardInterrupt
+        return evaluate(run, final=final)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(loop, "_evaluate", killed_while_evaluating_step_800)
+    with pytest.raises(KeyboardInterrupt):
+        train("test-resume-sampler", config, {}, run, progress=False)
+    monkeypatch.setattr(loop, "_evaluate", evaluate)
+    assert latest_checkpoint(run).name == "step_00000800"
+    assert [e["step"] for e in _jsonl(run / "eval.jsonl")] == [400]
+
+    summary = train("test-resume-sampler", None, None, run, progress=False, resume=True)
+    assert summary["resumed_from"].endswith("step_00000800")
+    assert [e["step"] for e in _jsonl(run / "eval.jsonl")] == [400, 800, 1000]
+    _assert_same_run(run, tmp_path / "reference")
+
+
 def test_keep_checkpoints_prunes_without_changing_the_run_and_may_change_on_resume(tmp_path):
     config = TrainConfig(env="Pendulum-v1", steps=1000, seed=4, eval_every=300,
                          checkpoint_every=200, eval_episodes=1, log_every=300, tensorboard=False)

@@ -451,7 +451,8 @@ def _collect(run: _Run, advance) -> None:
 
     Order within a step that ends an episode: episode file, episode log, evaluation, periodic
     log, checkpoint, then the next episode's reset; so everything up to the checkpoint's step is
-    on disk when it is taken, and nothing after it.
+    on disk when it is taken, and nothing after it. Where an evaluation and a checkpoint fall on
+    the same step, a checkpoint is also taken before the evaluation (see :func:`_end_of_step`).
     """
     agent, env, buffer, log, cfg, state = run.agent, run.env, run.buffer, run.log, run.cfg, run.state
     zero_action = np.zeros(agent.action_spec.dim, dtype=np.float32)
@@ -471,9 +472,14 @@ def _collect(run: _Run, advance) -> None:
         record(obs, zero_action, 0.0, False, False, True)
         return obs
 
+    last_log_time = time.perf_counter()
+    if 0 < state.env_step < cfg.steps and not state.episode_open and _eval_due(state, cfg):
+        # Resumed from the checkpoint taken just before an evaluation: finish that step first,
+        # as the uninterrupted run did, then go on.
+        logger.info("resume: running the evaluation due at step %d", state.env_step)
+        last_log_time = _end_of_step(run, True, last_log_time)[1]
     obs = begin_episode() if state.env_step < cfg.steps else None
     episode_return, episode_length = 0.0, 0
-    last_log_time = time.perf_counter()
     info = ""
     while state.env_step < cfg.steps:
         action, stored = env_action(agent.act(obs, explore=True), agent.action_spec)
@@ -487,7 +493,6 @@ def _collect(run: _Run, advance) -> None:
         state.episode_open = not done
         run.means.add(agent.update(buffer, env_step=state.env_step, episode_done=done) or {})
 
-        checkpoint_due = False
         if done:
             save_episode(run.run_dir / REPLAY_DIR / f"episode-{state.episodes:08d}.npz",
                          {key: np.asarray(value) for key, value in rows.items()})
@@ -500,28 +505,9 @@ def _collect(run: _Run, advance) -> None:
             info = f"return {episode_return:.1f}"
             logger.info("step %d: episode %d return %.2f (%d steps)", state.env_step,
                         state.episodes, episode_return, episode_length)
-            if state.next_eval and state.env_step >= state.next_eval and state.env_step < cfg.steps:
-                result = _evaluate(run)
-                info += f" | eval {result['mean']:.1f}"
-                state.next_eval = (state.env_step // cfg.eval_every + 1) * cfg.eval_every
-            checkpoint_due = bool(state.next_checkpoint and state.env_step >= state.next_checkpoint
-                                  and state.env_step < cfg.steps)
-
-        if cfg.log_every and state.env_step % cfg.log_every == 0:
-            now = time.perf_counter()
-            metrics = {f"train/{k}": v for k, v in run.means.pop().items()}
-            metrics.update({k if k.startswith("planner/") else f"planner/{k}": v
-                            for k, v in agent.planner_metrics().items()})
-            metrics["perf/steps_per_s"] = ((state.env_step - state.last_log_step)
-                                           / max(now - last_log_time, 1e-9))
-            metrics["buffer/rows"] = len(buffer)
-            log.log(metrics, step=state.env_step)
-            state.last_log_step, last_log_time = state.env_step, now
-        if checkpoint_due:
-            _checkpoint(run)
-            prune_checkpoints(run.run_dir, cfg.keep_checkpoints, counts=_resumable)
-            state.next_checkpoint = ((state.env_step // cfg.checkpoint_every + 1)
-                                     * cfg.checkpoint_every)
+        result, last_log_time = _end_of_step(run, done, last_log_time)
+        if result is not None:
+            info += f" | eval {result['mean']:.1f}"
         if done and state.env_step < cfg.steps:
             obs = begin_episode()
             episode_return, episode_length = 0.0, 0
@@ -529,6 +515,51 @@ def _collect(run: _Run, advance) -> None:
     leftover = run.means.pop()
     if leftover:
         log.log({f"train/{k}": v for k, v in leftover.items()}, step=state.env_step)
+
+
+def _eval_due(state: LoopState, cfg: TrainConfig) -> bool:
+    return bool(state.next_eval and state.next_eval <= state.env_step < cfg.steps)
+
+
+def _checkpoint_due(state: LoopState, cfg: TrainConfig) -> bool:
+    return bool(state.next_checkpoint and state.next_checkpoint <= state.env_step < cfg.steps)
+
+
+def _end_of_step(run: _Run, done: bool,
+                 last_log_time: float) -> tuple[dict[str, Any] | None, float]:
+    """What follows a step once its row (and, at an episode end, its episode file and log) is
+    stored: the due evaluation, the periodic log, the due checkpoint. Returns the evaluation's
+    result (None when none ran) and the time of the last periodic log.
+
+    A checkpoint due at the step of an evaluation is taken before the evaluation as well as
+    after it: a run killed during a long evaluation (minutes of planning on a CPU) resumes from
+    that step and runs the evaluation again (:func:`_collect`), instead of redoing every step
+    since the previous checkpoint. The RNGs are saved before the evaluation, so the resumed run
+    still records exactly what the uninterrupted one does.
+    """
+    agent, cfg, state = run.agent, run.cfg, run.state
+    result = None
+    if done and _eval_due(state, cfg):
+        if _checkpoint_due(state, cfg) and state.last_checkpoint_step != state.env_step:
+            _checkpoint(run)
+        result = _evaluate(run)
+        state.next_eval = (state.env_step // cfg.eval_every + 1) * cfg.eval_every
+    if cfg.log_every and state.env_step % cfg.log_every == 0:
+        now = time.perf_counter()
+        metrics = {f"train/{k}": v for k, v in run.means.pop().items()}
+        metrics.update({k if k.startswith("planner/") else f"planner/{k}": v
+                        for k, v in agent.planner_metrics().items()})
+        metrics["perf/steps_per_s"] = ((state.env_step - state.last_log_step)
+                                       / max(now - last_log_time, 1e-9))
+        metrics["buffer/rows"] = len(run.buffer)
+        run.log.log(metrics, step=state.env_step)
+        state.last_log_step, last_log_time = state.env_step, now
+    if done and _checkpoint_due(state, cfg):
+        _checkpoint(run)
+        prune_checkpoints(run.run_dir, cfg.keep_checkpoints, counts=_resumable)
+        state.next_checkpoint = ((state.env_step // cfg.checkpoint_every + 1)
+                                 * cfg.checkpoint_every)
+    return result, last_log_time
 
 
 def _evaluate(run: _Run, *, final: bool = False) -> dict[str, Any]:
