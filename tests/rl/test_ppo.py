@@ -23,7 +23,10 @@ def test_ppo_learns_cartpole_far_above_random():
     history = ppo.learn(20_000)
     assert all(np.isfinite(h["loss/value"]) for h in history)
     result = run_episodes(make_batched_env("CartPole-v1", 10, seed=5), _greedy(ppo), seed=5)
-    assert result["returns"].mean() > 150  # a random policy averages ~22
+    # A random policy averages ~22. At this budget the greedy return is 130-190 over seeds and
+    # CPUs (one thread: seeds 0 / 1 / 2 gave 145 / 186 / 130 on one machine, seed 0 above 150 on
+    # another: float rounding differs between CPUs), so the bar sits below that spread.
+    assert result["returns"].mean() > 100
 
 
 def test_ppo_solves_shallow_sliding_puzzles_with_masks():
