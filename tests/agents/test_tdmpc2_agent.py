@@ -208,6 +208,25 @@ def test_pixel_observations_train_and_plan():
     assert action.shape == (2,) and np.all(np.abs(action) <= 1)
 
 
+@pytest.mark.parametrize("shift", [True, False])
+def test_acting_frames_get_the_random_shift_as_in_the_official_encoder(shift):
+    # Official: the pixel encoder starts with ShiftAug, which has no train / eval switch.
+    agent = build_agent("tdmpc2", ObservationSpec((3, 64, 64), "uint8"), ActionSpec(2),
+                        device=torch.device("cpu"), seed=0,
+                        overrides={**TINY, "model.model_size": "5", "model.latent_dim": "512",
+                                   "model.num_q": "2", "shift_when_acting": str(shift).lower()})
+    assert type(agent.config)().shift_when_acting  # the official behaviour is the default
+    shifted = []
+    module = agent.model.encoder.shift
+    forward = module.forward
+    module.forward = lambda x, generator=None: shifted.append(x.shape) or forward(x, generator)
+    agent.env_steps = 10**6
+    frame = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    for explore in (True, False):
+        agent.act(frame, explore=explore)
+    assert shifted == ([(1, 3, 64, 64)] * 2 if shift else [])
+
+
 # -- exact resume ------------------------------------------------------------------------------------
 def _trajectory(agent, buffer, steps):
     out = []

@@ -69,6 +69,11 @@ class TDMPC2AgentConfig:
     """Policy-prior trajectories rolled out in latent space at every decision (official: 24)."""
     action_selection: Literal["sample_elite", "mean"] = "sample_elite"
     """Executed action: an elite drawn by its MPPI weight (official), or the MPPI mean."""
+    shift_when_acting: bool = True
+    """Image observations only: the frame a decision starts from gets the random shift of
+    training too (``model.shift_pad``). Official: the pixel encoder begins with
+    ``layers.ShiftAug``, which has no train / eval switch, so every ``encode`` (acting and
+    evaluation included) sees shifted frames. False encodes acting frames unshifted (DrQ-v2)."""
     horizon: int = 3
     """Training horizon H: batches are windows of H + 1 rows (official: 3)."""
     batch_size: int = 256
@@ -241,7 +246,7 @@ class TDMPC2Agent(Agent):
     def _decide_step(self, obs: Tensor, explore: Tensor) -> dict[str, Tensor]:
         """One MPPI decision without host synchronisation (captured by :class:`CUDAGraphStep`);
         the warm start lives in ``self._previous`` / ``self._has_previous``."""
-        z = self.model.encode_obs(obs)
+        z = self.model.encode_obs(obs, augment=self.config.shift_when_acting)
         prior = self.policy_prior(z, generator=None) if self.config.num_pi_trajs > 0 else None
         planner = self.planner
         mean = planner.centre()
@@ -297,7 +302,8 @@ class TDMPC2Agent(Agent):
             if self.config.plan_with_planner:
                 action = self.plan(obs_t, explore=explore)
             else:
-                z = self.model.encode_obs(obs_t)
+                z = self.model.encode_obs(obs_t, augment=self.config.shift_when_acting,
+                                          generator=self.generator)
                 sample, info = self.model.pi(z, generator=self.generator)
                 action = (sample if explore else info["mean"])[0]
         return action.clamp(self.action_spec.low, self.action_spec.high).float().cpu().numpy()
@@ -350,7 +356,7 @@ class TDMPC2Agent(Agent):
             self._last = {"planner/value": info[0], "planner/std_first": info[1],
                           "planner/effective_samples": info[2]}
             return out["action"].clone()
-        z = self.model.encode_obs(obs)
+        z = self.model.encode_obs(obs, augment=cfg.shift_when_acting, generator=self.generator)
         prior = self.policy_prior(z) if cfg.num_pi_trajs > 0 else None
         last: dict[str, Tensor] = {}
 

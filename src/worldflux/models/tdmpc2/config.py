@@ -73,8 +73,9 @@ class TDMPC2Config:
     the flattened 4x4 conv output is the latent: 32 at the 5M preset (the official value),
     8 at 1M (latent 128)."""
     shift_pad: int = 3
-    """Random-shift augmentation of pixel observations while training: replicate-pad by this
-    many pixels and crop back at a random offset (official ``layers.ShiftAug(pad=3)``)."""
+    """Random-shift augmentation of pixel observations in training batches (and, with the
+    agent's ``shift_when_acting``, of the frames it acts on): replicate-pad by this many pixels
+    and crop back at a random offset (official ``layers.ShiftAug(pad=3)``)."""
     num_bins: int = 101
     """Bins of the discrete regression of rewards and values (official: 101)."""
     vmin: float = -10.0
