@@ -195,6 +195,22 @@ def test_resume_checks_the_saved_settings(tmp_path):
     assert episodes == [200, 400, 600]
 
 
+def test_resume_names_settings_the_saved_config_lacks(tmp_path, caplog):
+    """A setting added to worldflux after a run started takes its value silently otherwise."""
+    config = TrainConfig(env="Pendulum-v1", steps=200, seed=1, checkpoint_every=200,
+                         eval_episodes=1, tensorboard=False)
+    run = tmp_path / "run"
+    train("random", config, {}, run, progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    del saved["train"]["eval_every"]  # as if written before the setting existed
+    (run / "config.json").write_text(json.dumps(saved))
+    longer = TrainConfig(**{**config.__dict__, "steps": 400})
+    with caplog.at_level(logging.WARNING, logger="worldflux"):
+        train("random", longer, None, run, progress=False, resume=True)
+    assert "has no value for train.eval_every" in caplog.text
+    assert "train.eval_every=0" in caplog.text
+
+
 def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
     config = TrainConfig(env="Pendulum-v1", steps=400, seed=2, eval_episodes=1,
                          tensorboard=False)

@@ -671,6 +671,13 @@ def _resume_configs(run_dir: Path, agent_name: str | None, train_config: TrainCo
     if cfg.steps < saved_train.steps:
         conflicts.append(("train.steps", saved_train.steps, cfg.steps))
     conflicts += _differences(to_dict(saved_agent_config), to_dict(given_agent), "")
+    added = (_absent(saved["train"], to_dict(cfg), "train.")
+             + _absent(saved["agent_config"], to_dict(given_agent), ""))
+    if added:
+        logger.warning(
+            "resume: %s has no value for %s (settings added to worldflux after the run started); "
+            "they take the values given now: %s", config_file, ", ".join(k for k, _ in added),
+            ", ".join(f"{k}={v!r}" for k, v in added))
     if conflicts:
         listed = "; ".join(f"{key}: saved {old!r}, given {new!r}" for key, old, new in conflicts)
         raise ConfigError(
@@ -689,6 +696,18 @@ def _differences(saved: Mapping[str, Any], given: Mapping[str, Any],
             out += _differences(old, new, f"{prefix}{key}.")
         elif old != new:
             out.append((f"{prefix}{key}", old, new))
+    return out
+
+
+def _absent(saved: Mapping[str, Any], given: Mapping[str, Any],
+            prefix: str) -> list[tuple[str, Any]]:
+    """Settings of ``given`` that the saved config does not name at all, with their values."""
+    out = []
+    for key, value in given.items():
+        if key not in saved:
+            out.append((f"{prefix}{key}", value))
+        elif isinstance(value, Mapping) and isinstance(saved[key], Mapping):
+            out += _absent(saved[key], value, f"{prefix}{key}.")
     return out
 
 
