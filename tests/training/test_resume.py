@@ -142,6 +142,25 @@ def test_a_run_killed_during_an_evaluation_resumes_at_that_step(tmp_path, monkey
     _assert_same_run(run, tmp_path / "reference")
 
 
+def test_an_extended_run_evaluates_as_the_longer_run_would(tmp_path):
+    """A run extended from its final step, an evaluation step too, evaluates there once and
+    logs there once, as the run asked for the longer budget from the start does."""
+    config = TrainConfig(env="Pendulum-v1", steps=1200, seed=4, eval_every=400,
+                         checkpoint_every=200, eval_episodes=1, log_every=200, tensorboard=False)
+    train("test-resume-sampler", config, {}, tmp_path / "reference", progress=False)
+    run = tmp_path / "run"
+    shorter = TrainConfig(**{**config.__dict__, "steps": 800})
+    train("test-resume-sampler", shorter, {}, run, progress=False)
+    summary = train("test-resume-sampler", config, None, run, progress=False, resume=True)
+    assert summary["resumed_from"].endswith("step_00000800")
+    evals, ref_evals = _records(run)[1], _records(tmp_path / "reference")[1]
+    assert [e["step"] for e in evals] == [400, 800, 1200] and evals == ref_evals
+    # The same records; at step 800 the periodic log came before the final evaluation.
+    key = lambda row: json.dumps(row, sort_keys=True)  # noqa: E731
+    metrics, ref_metrics = _records(run)[0], _records(tmp_path / "reference")[0]
+    assert sorted(metrics, key=key) == sorted(ref_metrics, key=key)
+
+
 def test_keep_checkpoints_prunes_without_changing_the_run_and_may_change_on_resume(tmp_path):
     config = TrainConfig(env="Pendulum-v1", steps=1000, seed=4, eval_every=300,
                          checkpoint_every=200, eval_episodes=1, log_every=300, tensorboard=False)

@@ -474,8 +474,9 @@ def _collect(run: _Run, advance) -> None:
 
     last_log_time = time.perf_counter()
     if 0 < state.env_step < cfg.steps and not state.episode_open and _eval_due(state, cfg):
-        # Resumed from the checkpoint taken just before an evaluation: finish that step first,
-        # as the uninterrupted run did, then go on.
+        # Resumed from the checkpoint taken just before an evaluation, or extended from a final
+        # step that was an evaluation step: finish that step first, as a run asked for this
+        # budget from the start does, then go on.
         logger.info("resume: running the evaluation due at step %d", state.env_step)
         last_log_time = _end_of_step(run, True, last_log_time)[1]
     obs = begin_episode() if state.env_step < cfg.steps else None
@@ -544,7 +545,9 @@ def _end_of_step(run: _Run, done: bool,
             _checkpoint(run)
         result = _evaluate(run)
         state.next_eval = (state.env_step // cfg.eval_every + 1) * cfg.eval_every
-    if cfg.log_every and state.env_step % cfg.log_every == 0:
+    # (last_log_step: a run extended from its final step logged that step before it ended)
+    if (cfg.log_every and state.env_step % cfg.log_every == 0
+            and state.last_log_step != state.env_step):
         now = time.perf_counter()
         metrics = {f"train/{k}": v for k, v in run.means.pop().items()}
         metrics.update({k if k.startswith("planner/") else f"planner/{k}": v
