@@ -677,9 +677,12 @@ def _resume_configs(run_dir: Path, agent_name: str | None, train_config: TrainCo
     added = (_absent(saved["train"], to_dict(cfg), "train.")
              + _absent(saved["agent_config"], to_dict(given_agent), ""))
     if added:
+        # The saved side of such a setting is only the default filled in on reading, so the value
+        # given now is no conflict: it is what the run takes from here on.
+        conflicts = [c for c in conflicts if c[0] not in {k for k, _ in added}]
         logger.warning(
-            "resume: %s has no value for %s (settings added to worldflux after the run started); "
-            "they take the values given now: %s", config_file, ", ".join(k for k, _ in added),
+            "resume: %s has no value for settings added to worldflux after the run started; "
+            "they take the values given now: %s", config_file,
             ", ".join(f"{k}={v!r}" for k, v in added))
     if conflicts:
         listed = "; ".join(f"{key}: saved {old!r}, given {new!r}" for key, old, new in conflicts)
