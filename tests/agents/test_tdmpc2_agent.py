@@ -290,6 +290,57 @@ def test_a_resumed_run_records_exactly_what_the_uninterrupted_run_records(tmp_pa
     assert any("train/model/value_loss" in m and m["step"] > 200 for m in metrics)
 
 
+def test_a_run_killed_during_the_pretraining_burst_resumes_within_it(tmp_path, monkeypatch):
+    """The burst of updates at the end of the seed phase (minutes to an hour on a CPU from
+    pixels) is checkpointed every ``checkpoint_every`` updates; a kill costs the updates since
+    the newest one, and the resumed run records exactly what the uninterrupted one does."""
+    from worldflux.agents.tdmpc2 import TDMPC2Agent
+    from worldflux.training import latest_checkpoint
+
+    small = {**TINY, "seed_steps": "200", "pretrain_updates": "250"}
+    config = TrainConfig(env="Pendulum-v1", steps=400, seed=5, checkpoint_every=100,
+                         eval_every=200, eval_episodes=1, log_every=50, tensorboard=False)
+    train("tdmpc2", config, small, tmp_path / "reference", progress=False)
+
+    train_step, calls = TDMPC2Agent.train_step, []
+
+    def killed_at_update_230(self, buffer):
+        calls.append(1)
+        if len(calls) == 230:
+            raise KeyboardInterrupt
+        return train_step(self, buffer)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(TDMPC2Agent, "train_step", killed_at_update_230)
+    with pytest.raises(KeyboardInterrupt):
+        train("tdmpc2", config, small, run, progress=False)
+    monkeypatch.setattr(TDMPC2Agent, "train_step", train_step)
+    newest = latest_checkpoint(run)
+    assert newest.name == "step_00000200"  # the seed phase's end, within the burst
+    burst = load_checkpoint(newest)["state"]["agent"]["burst"]
+    assert (burst["total"], burst["done"]) == (250, 200)
+    assert not (run / "eval.jsonl").exists() or not (run / "eval.jsonl").read_text()
+
+    summary = train("tdmpc2", None, None, run, progress=False, resume=True)
+    assert summary["resumed_from"].endswith("step_00000200")
+
+    def records(path):
+        drop = {"wall_time", "elapsed", "perf/steps_per_s"}
+        return [[{k: v for k, v in json.loads(line).items() if k not in drop}
+                 for line in (path / name).read_text().splitlines()]
+                for name in ("metrics.jsonl", "eval.jsonl")]
+
+    metrics, evals = records(run)
+    assert [metrics, evals] == records(tmp_path / "reference")
+    assert [e["step"] for e in evals] == [200, 400]
+    # The burst's mean losses are logged once, over all 250 updates.
+    assert sum("train/model/consistency_loss" in m for m in metrics if m["step"] == 200) == 1
+    final = load_checkpoint(latest_checkpoint(run))["state"]["agent"]["model"]
+    reference = load_checkpoint(latest_checkpoint(tmp_path / "reference"))["state"]["agent"]
+    for key, value in reference["model"].items():
+        assert torch.equal(value, final[key]), key
+
+
 @pytest.mark.slow
 def test_tdmpc2_learns_pendulum_beyond_random(tmp_path):
     """1M-preset layout at reduced width (128), batch 32: 200 random steps, 200 pretraining

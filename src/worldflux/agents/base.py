@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -146,6 +146,12 @@ class Agent(abc.ABC):
         """Mixed precision of training steps (``train.precision``); set by the loop."""
         self.dist = DistContext(device=device if device is not None else torch.device("cpu"))
         """Rank and world size under torchrun (one process by default); set by the loop."""
+        self.save_point: Callable[[int], None] | None = None
+        """Set by the loop. An agent whose :meth:`update` runs a long burst of optimiser steps
+        (TD-MPC2's pretraining on the seed data) calls ``save_point(done)`` after each of them;
+        the loop may then take a checkpoint, so a kill costs part of the burst, not all of it.
+        The agent's :meth:`state_dict` must then hold what is left of the burst, and
+        :meth:`finish_update` runs it after a resume."""
 
     supports_distributed: bool = False
     """Agents that can train under ``torchrun`` (DDP) set this and implement :meth:`serve` and
@@ -187,6 +193,15 @@ class Agent(abc.ABC):
     @abc.abstractmethod
     def update(self, buffer, *, env_step: int, episode_done: bool) -> dict[str, float]:
         """Train if it is time to; returns metrics to log (empty when nothing was done)."""
+
+    def update_pending(self) -> bool:
+        """Whether an :meth:`update` was checkpointed mid-way (see :attr:`save_point`)."""
+        return False
+
+    def finish_update(self, buffer) -> dict[str, float]:
+        """Run the rest of an update checkpointed mid-way; returns the metrics the whole
+        :meth:`update` would have returned."""
+        return {}
 
     def random_action(self) -> np.ndarray:
         """Uniform random action in the normalised action space."""

@@ -54,6 +54,15 @@ def _default_planner() -> PlannerConfig:
 
 
 @dataclass
+class _Burst:
+    """Progress of the pretraining burst: updates planned and done, metric sums so far."""
+
+    total: int = 0
+    done: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class TDMPC2AgentConfig:
     """TD-MPC2: the world model, its optimisation schedule and MPPI planning with a policy prior."""
 
@@ -167,6 +176,7 @@ class TDMPC2Agent(Agent):
         self.episode_steps = 0
         self.pretrained = False
         self.updates = 0
+        self._burst = _Burst()
         self._last: dict[str, float] = {}
         self._update_graph: CUDAGraphStep | None = None
         self._decide_graph: CUDAGraphStep | None = None
@@ -417,15 +427,28 @@ class TDMPC2Agent(Agent):
             count = seed_steps if self.config.pretrain_updates < 0 else self.config.pretrain_updates
             self.pretrained = True
             logger.info("tdmpc2: %d updates on the %d seed steps", count, env_step)
-        elif (env_step - seed_steps) % self.config.steps_per_update:
+            self._burst = _Burst(total=max(count, 0))
+            return self.finish_update(buffer)
+        if (env_step - seed_steps) % self.config.steps_per_update:
             return {}
-        else:
-            count = 1
-        sums: dict[str, float] = {}
-        for _ in range(max(count, 0)):
+        return self.train_step(buffer)
+
+    def update_pending(self) -> bool:
+        return self._burst.done < self._burst.total
+
+    def finish_update(self, buffer) -> dict[str, float]:
+        """The pretraining burst from where it stands (its start, or a checkpoint within it);
+        returns the burst's mean metrics. ``save_point`` is offered after every update."""
+        burst = self._burst
+        while burst.done < burst.total:
             for key, value in self.train_step(buffer).items():
-                sums[key] = sums.get(key, 0.0) + value
-        return {key: value / max(count, 1) for key, value in sums.items()}
+                burst.sums[key] = burst.sums.get(key, 0.0) + value
+            burst.done += 1
+            if self.save_point is not None and burst.done < burst.total:
+                self.save_point(burst.done)
+        metrics = {key: value / max(burst.total, 1) for key, value in burst.sums.items()}
+        self._burst = _Burst()
+        return metrics
 
     def train_step(self, buffer) -> dict[str, float]:
         """One TD-MPC2 update from ``buffer.sample(batch_size, horizon + 1)``."""
@@ -490,6 +513,8 @@ class TDMPC2Agent(Agent):
             "episode_length": self.episode_length,
             "episode_steps": self.episode_steps,
             "pretrained": self.pretrained,
+            "burst": {"total": self._burst.total, "done": self._burst.done,  # (keys hold '/')
+                      "sums": [[k, v] for k, v in self._burst.sums.items()]},
             "updates": self.updates,
             "nonfinite_in_a_row": self.nonfinite.in_a_row,
         }
@@ -513,5 +538,8 @@ class TDMPC2Agent(Agent):
         self.episode_length = int(state["episode_length"])
         self.episode_steps = int(state["episode_steps"])
         self.pretrained = bool(state["pretrained"])
+        burst = state.get("burst") or {}  # absent in checkpoints older than mid-burst saving
+        self._burst = _Burst(int(burst.get("total", 0)), int(burst.get("done", 0)),
+                             {str(k): float(v) for k, v in burst.get("sums") or []})
         self.updates = int(state["updates"])
         self.nonfinite.in_a_row = int(state.get("nonfinite_in_a_row", 0))

@@ -30,7 +30,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -449,9 +449,10 @@ class _Run:
 def _collect(run: _Run, advance) -> None:
     """Take agent steps up to ``cfg.steps``, storing rows and calling ``agent.update`` after each.
 
-    Order within a step that ends an episode: episode file, episode log, evaluation, periodic
-    log, checkpoint, then the next episode's reset; so everything up to the checkpoint's step is
-    on disk when it is taken, and nothing after it. Where an evaluation and a checkpoint fall on
+    Order within a step that ends an episode: episode file, episode log, the agent's update
+    (which may checkpoint within itself, see :func:`_save_point`), evaluation, periodic log,
+    checkpoint, then the next episode's reset; so everything up to the checkpoint's step is on
+    disk when it is taken, and nothing after it. Where an evaluation and a checkpoint fall on
     the same step, a checkpoint is also taken before the evaluation (see :func:`_end_of_step`).
     """
     agent, env, buffer, log, cfg, state = run.agent, run.env, run.buffer, run.log, run.cfg, run.state
@@ -472,7 +473,14 @@ def _collect(run: _Run, advance) -> None:
         record(obs, zero_action, 0.0, False, False, True)
         return obs
 
+    agent.save_point = _save_point(run)
     last_log_time = time.perf_counter()
+    if agent.update_pending():
+        # Resumed from a checkpoint taken within a burst of updates at an episode end: finish
+        # the burst, then that step, as the uninterrupted run did.
+        logger.info("resume: finishing the update interrupted at step %d", state.env_step)
+        run.means.add(agent.finish_update(buffer) or {})
+        last_log_time = _end_of_step(run, True, last_log_time)[1]
     if 0 < state.env_step < cfg.steps and not state.episode_open and _eval_due(state, cfg):
         # Resumed from the checkpoint taken just before an evaluation, or extended from a final
         # step that was an evaluation step: finish that step first, as a run asked for this
@@ -492,9 +500,7 @@ def _collect(run: _Run, advance) -> None:
         episode_length += 1
         done = terminated or truncated
         state.episode_open = not done
-        run.means.add(agent.update(buffer, env_step=state.env_step, episode_done=done) or {})
-
-        if done:
+        if done:  # on disk before the update, which may checkpoint within itself (save_point)
             save_episode(run.run_dir / REPLAY_DIR / f"episode-{state.episodes:08d}.npz",
                          {key: np.asarray(value) for key, value in rows.items()})
             state.replay_rows += len(rows["rewards"])
@@ -506,6 +512,7 @@ def _collect(run: _Run, advance) -> None:
             info = f"return {episode_return:.1f}"
             logger.info("step %d: episode %d return %.2f (%d steps)", state.env_step,
                         state.episodes, episode_return, episode_length)
+        run.means.add(agent.update(buffer, env_step=state.env_step, episode_done=done) or {})
         result, last_log_time = _end_of_step(run, done, last_log_time)
         if result is not None:
             info += f" | eval {result['mean']:.1f}"
@@ -603,10 +610,16 @@ def _file_size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def _checkpoint(run: _Run) -> Path:
-    """Save everything a resumed run needs (the episode files are already on disk)."""
+def _checkpoint(run: _Run, *, within_update: bool = False) -> Path:
+    """Save everything a resumed run needs (the episode files are already on disk).
+
+    ``within_update``: taken part-way through the step's update (:func:`_save_point`); such a
+    checkpoint does not count as the step's (``last_checkpoint_step`` keeps the previous one),
+    so the checkpoints due after the update are still taken.
+    """
     state = run.state
-    state.last_checkpoint_step = state.env_step
+    if not within_update:
+        state.last_checkpoint_step = state.env_step
     state.elapsed_s = run.elapsed_before + time.perf_counter() - run.clock_start
     state.metrics_bytes = _file_size(run.run_dir / "metrics.jsonl")  # flushed at every log
     state.eval_bytes = _file_size(run.run_dir / "eval.jsonl")
@@ -614,6 +627,20 @@ def _checkpoint(run: _Run) -> Path:
     return save_checkpoint(run.run_dir, state.env_step,
                            {"agent": run.agent.state_dict(), "loop": loop,
                             "buffer": {"sampler": run.buffer.sampler_state()}})
+
+
+def _save_point(run: _Run) -> Callable[[int], None]:
+    """The agent's ``save_point``: within a burst of updates at an episode end, a checkpoint
+    after every ``checkpoint_every`` updates (a burst of updates costs about as much as as many
+    steps). The newest replaces the previous one at the same step."""
+    def save_point(done: int) -> None:
+        every = run.cfg.checkpoint_every
+        if run.state.episode_open or not every or done % every:
+            return  # mid-episode checkpoints cannot be continued from (_why_not_continued)
+        _checkpoint(run, within_update=True)
+        logger.info("step %d: checkpoint after %d updates of the step's update",
+                    run.state.env_step, done)
+    return save_point
 
 
 def _why_not_continued(loop: Mapping[str, Any], steps: int | None) -> str | None:
