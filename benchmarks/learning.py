@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from worldflux.training.loop import FINAL_EVALS_FILE
+
 
 def run_seed(agent: str, train: dict[str, Any], overrides: dict[str, str], out_dir: str,
              threads: int, log: Path | None = None) -> subprocess.Popen:
@@ -105,9 +107,14 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         elapsed = max(elapsed, float(row.get("elapsed", 0.0)))
         if "episode/return" in row:
             episodes.append({"step": row["step"], "return": row["episode/return"]})
-    eval_file = run_dir / "eval.jsonl"
+    eval_file, finals_file = run_dir / "eval.jsonl", run_dir / FINAL_EVALS_FILE
     if eval_file.exists():
         evals = [json.loads(line) for line in eval_file.read_text().splitlines() if line]
+    if finals_file.exists():  # final evaluations of shorter budgets, cut when extended
+        steps = {e["step"] for e in evals}
+        finals = [json.loads(line) for line in finals_file.read_text().splitlines() if line]
+        evals = sorted(evals + [e for e in finals if e["step"] not in steps],
+                       key=lambda e: e["step"])
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
     return {"episodes": episodes, "evals": evals, "summary": summary,
@@ -119,6 +126,8 @@ def compact_run(run_dir: Path) -> dict[str, Any]:
     training episodes as ``[step, return]``, the wall time and whether the run finished."""
     run = read_run(run_dir)
     return {"evals": [{"step": e["step"], "mean": round(e["mean"], 1), "std": round(e["std"], 1),
-                       "episodes": len(e["returns"])} for e in run["evals"]],
+                       "episodes": len(e["returns"]),
+                       **({"final_before_extension": True} if e.get("final") else {})}
+                      for e in run["evals"]],
             "episodes": [[e["step"], round(e["return"], 1)] for e in run["episodes"]],
             "elapsed_s": run["elapsed_s"], "finished": run["summary"] is not None}

@@ -123,3 +123,21 @@ def test_report_sets_a_final_evaluation_against_random_play_on_the_same_episodes
     assert summary["random_mean"] == 200.2 and summary["ratio_to_random"] == 2.62
     # Seed 1's worst episode (250) is below seed 0's best random one (300).
     assert summary["every_learned_episode_above_every_random_one"] is False
+
+
+def test_a_runs_final_evaluations_before_an_extension_stay_in_its_curve(tmp_path):
+    """Extending a run cuts its final evaluation from eval.jsonl (the loop keeps it in
+    eval_finals.jsonl); the report's curve still has that point, marked."""
+    from benchmarks.learning import compact_run
+
+    run = tmp_path / "seed0"
+    _fake_run(run, [(4_000, 100.0), (8_000, 200.0), (12_000, 400.0)], "fp32")
+    (run / "eval_finals.jsonl").write_text(
+        json.dumps({"step": 10_000, "mean": 300.0, "std": 2.0, "returns": [300.0] * 5,
+                    "final": True}) + "\n"
+        + json.dumps({"step": 8_000, "mean": 999.0, "std": 0.0, "returns": [999.0],
+                      "final": True}) + "\n")  # a step the longer run evaluated wins
+    evals = compact_run(run)["evals"]
+    assert [(e["step"], e["mean"]) for e in evals] == [(4_000, 100.0), (8_000, 200.0),
+                                                       (10_000, 300.0), (12_000, 400.0)]
+    assert [e.get("final_before_extension", False) for e in evals] == [False, False, True, False]

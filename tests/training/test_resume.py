@@ -187,6 +187,7 @@ def test_resume_checks_the_saved_settings(tmp_path):
                          eval_episodes=1, tensorboard=False)
     run = tmp_path / "run"
     first = train("random", config, {}, run, progress=False)
+    first_eval = _jsonl(run / "eval.jsonl")[-1]
     with pytest.raises(ConfigError, match="config.json is missing"):
         train("random", None, None, tmp_path / "empty", progress=False, resume=True)
     with pytest.raises(ConfigError, match=r"train\.seed: saved 1, given 2"):
@@ -212,6 +213,17 @@ def test_resume_checks_the_saved_settings(tmp_path):
     assert [e["step"] for e in _jsonl(run / "eval.jsonl")] == [600]
     episodes = [m["step"] for m in _jsonl(run / "metrics.jsonl") if "episode/return" in m]
     assert episodes == [200, 400, 600]
+    # The shorter run's final evaluation, cut from eval.jsonl, is kept beside it.
+    assert first_eval["step"] == 400
+    assert _jsonl(run / "eval_finals.jsonl") == [{**first_eval, "final": True}]
+    # An extension killed before its first checkpoint cuts the same line again: kept once.
+    (run / "checkpoints" / "step_00000600").rename(tmp_path / "aside")
+    (run / "eval.jsonl").write_text(json.dumps(first_eval) + "\n")
+    (run / "summary.json").write_text(json.dumps(first))
+    train("random", TrainConfig(env="Pendulum-v1", steps=600, seed=1, checkpoint_every=200,
+                                eval_episodes=1, tensorboard=False),
+          None, run, progress=False, resume=True)
+    assert _jsonl(run / "eval_finals.jsonl") == [{**first_eval, "final": True}]
 
 
 def test_resume_names_settings_the_saved_config_lacks(tmp_path, caplog):

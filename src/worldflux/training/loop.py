@@ -8,6 +8,8 @@ owns its models and decides when to train (see :mod:`worldflux.agents.base`). Ru
                            "worldflux_version"}, written before the first step
         metrics.jsonl     one JSON object per log call (episodes, agent metrics, evaluations)
         eval.jsonl        one line per evaluation: {"step", "mean", "std", "returns", "lengths"}
+        eval_finals.jsonl the final evaluations of shorter budgets the run was extended past
+                          (cut from eval.jsonl on extension), each with "final": true
         tb/               TensorBoard events (unless train.tensorboard is false)
         replay/episode-XXXXXXXX.npz  every finished training episode, written as it ends
                           (append-only; see worldflux.data.episodes for the schema)
@@ -85,6 +87,8 @@ __all__ = ["LoopState", "prepare_run_dir", "train"]
 
 REPLAY_DIR = "replay"
 """Training episodes are written to ``RUN_DIR/replay/episode-XXXXXXXX.npz`` as they finish."""
+FINAL_EVALS_FILE = "eval_finals.jsonl"
+"""Final evaluations of the shorter budgets a run was extended past."""
 
 
 @dataclass
@@ -797,6 +801,37 @@ def _truncate(path: Path, size: int) -> None:
         os.truncate(path, size)
 
 
+def _keep_final_evaluations(run_dir: Path, eval_bytes: int) -> None:
+    """Copy the final evaluation of a finished run, which its extension cuts from
+    ``eval.jsonl`` (the longer run does not evaluate at that step), to ``eval_finals.jsonl``,
+    marked ``"final": true``; lines already there (an extension killed and resumed) are not
+    repeated."""
+    path, kept = run_dir / "eval.jsonl", run_dir / FINAL_EVALS_FILE
+    if not path.is_file():
+        return
+    with open(path, "rb") as fh:
+        fh.seek(eval_bytes)
+        tail = fh.read().decode("utf-8", errors="replace").splitlines()
+    present = {line for line in kept.read_text(encoding="utf-8").splitlines()} \
+        if kept.is_file() else set()
+    lines = []
+    for line in tail:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        line = json.dumps({**record, "final": True})
+        if line not in present:
+            lines.append(line)
+    if lines:
+        with open(kept, "a", encoding="utf-8") as fh:
+            fh.write("".join(f"{line}\n" for line in lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+        logger.info("resume: the final evaluation at step %s of the shorter run is kept in %s",
+                    ", ".join(str(json.loads(line)["step"]) for line in lines), kept)
+
+
 def _restore(run_dir: Path, cfg: TrainConfig, agent, buffer,
              means: _MetricMeans) -> tuple[LoopState, Path | None] | None:
     """Bring the run directory, agent, buffer and RNGs back to the newest usable checkpoint.
@@ -831,6 +866,8 @@ def _restore(run_dir: Path, cfg: TrainConfig, agent, buffer,
         discarded.parent.mkdir(parents=True, exist_ok=True)
         os.replace(newer, discarded)
 
+    if (run_dir / "summary.json").is_file():  # a finished run, extended to more steps
+        _keep_final_evaluations(run_dir, int(loop["eval_bytes"]))
     _truncate(run_dir / "metrics.jsonl", int(loop["metrics_bytes"]))
     _truncate(run_dir / "eval.jsonl", int(loop["eval_bytes"]))
     (run_dir / "summary.json").unlink(missing_ok=True)
