@@ -215,6 +215,12 @@ class Agent(abc.ABC):
         """The agent's :class:`~worldflux.core.model.WorldModel`, if it has one."""
         return None
 
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """The agent's networks by their :meth:`state_dict` keys, for a warm start from another
+        run (``train.init_from``): the world model under ``"model"`` by default; agents with
+        more (an actor-critic) name them too."""
+        return {"model": self.world_model} if self.world_model is not None else {}
+
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training: tensors (nested dicts allowed) and numbers."""

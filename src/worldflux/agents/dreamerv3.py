@@ -655,6 +655,10 @@ class DreamerV3Agent(Agent):
             slow.lerp_(fast, mix)
 
     # -- checkpoints ------------------------------------------------------------------------
+    def networks(self) -> dict[str, nn.Module]:
+        return {"model": self.model, "actor": self.actor, "critic": self.critic,
+                "slow_critic": self.slow_critic, "retnorm": self.retnorm}
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),

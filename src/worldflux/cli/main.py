@@ -245,6 +245,11 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default auto).")] = None,
     progress: Annotated[bool, typer.Option(
         "--progress/--no-progress", help="Show a progress bar (only on a terminal).")] = True,
+    init_from: Annotated[str | None, typer.Option(
+        "--init-from", metavar="RUN|CHECKPOINT|MODEL",
+        help="Start the networks from another run's newest checkpoint (or a checkpoint, or a "
+             "saved model: world model only); optimisers, counters and replay start fresh and "
+             "other settings may differ (e.g. --config RUN/config.json --set lr=1e-4).")] = None,
     resume: Annotated[Path | None, typer.Option(
         "--resume", metavar="RUN_DIR",
         help="Continue the run in RUN_DIR from its newest valid checkpoint (after a crash or "
@@ -264,7 +269,7 @@ def train(
 
     with _user_errors():
         options = {"env": env, "steps": steps, "seed": seed, "eval_every": eval_every,
-                   "eval_episodes": eval_episodes, "device": device}
+                   "eval_episodes": eval_episodes, "device": device, "init_from": init_from}
         if resume is not None:
             summary = _resume_training(ctx, agent, resume, out, config, options, set_, progress)
             _print_summary(summary)
@@ -274,6 +279,10 @@ def train(
                               "them), or continue a run with --resume RUN_DIR")
         if agent in ("ppo", "alphazero"):  # fast RL over batched envs: worldflux.cli.rl
             from worldflux.cli.rl import train_rl_command
+
+            if init_from is not None:
+                raise ConfigError(f"--init-from: not available for {agent} (world-model agents "
+                                  "only); continue a run of it with --resume RUN_DIR")
 
             cli_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in ctx.params.items()}
             _print_summary(train_rl_command(agent, env=env, steps=steps, seed=seed, out=out,

@@ -102,6 +102,12 @@ class TrainConfig:
     ``"fp16"`` (autocast to float16 with loss scaling; CUDA only). Weights and optimiser states
     stay float32. Planning rollouts have their own switch (the agent's ``planning_dtype``)."""
 
+    init_from: str | None = None
+    """Start the agent's networks from another run: a run directory (its newest checkpoint), a
+    checkpoint directory, or a saved model directory / Hub id (the world model only).
+    Optimisers, counters, replay and RNGs start fresh; other settings may differ, the networks'
+    sizes may not (see :mod:`worldflux.training.warm_start`)."""
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid field."""
         positive = {"steps": self.steps, "eval_episodes": self.eval_episodes,
@@ -127,5 +133,8 @@ class TrainConfig:
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"train.precision: got {self.precision!r}, expected 'fp32', 'bf16' "
                               "or 'fp16'")
+        if self.init_from is not None and not str(self.init_from).strip():
+            raise ConfigError("train.init_from: got an empty string, expected a run, checkpoint "
+                              "or saved-model directory (or none)")
         if not self.env:
             raise ConfigError("train.env: got an empty string, expected an env id such as Pendulum-v1")

@@ -5,7 +5,8 @@ owns its models and decides when to train (see :mod:`worldflux.agents.base`). Ru
 
     RUN_DIR/
         config.json       {"agent", "agent_config", "train", "obs_spec", "action_spec",
-                           "worldflux_version"}, written before the first step
+                           "worldflux_version"} (+ "init_from": {network: source} after a
+                           warm start), written before the first step
         metrics.jsonl     one JSON object per log call (episodes, agent metrics, evaluations)
         eval.jsonl        one line per evaluation: {"step", "mean", "std", "returns", "lengths"}
         eval_finals.jsonl the final evaluations of shorter budgets the run was extended past
@@ -358,10 +359,16 @@ def train(
                 return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
             state, resumed_from = restored
             run_config["worldflux_version"] = saved["run_config"].get("worldflux_version")
+            if "init_from" in saved["run_config"]:  # the warm start is not repeated on resume
+                run_config["init_from"] = saved["run_config"]["init_from"]
             if run_config["worldflux_version"] != __version__:
                 logger.warning("resume: the run was started with worldflux %s, this is %s",
                                run_config["worldflux_version"], __version__)
         else:
+            if cfg.init_from:  # before the run directory exists: a bad source leaves nothing
+                from worldflux.training.warm_start import warm_start
+
+                run_config["init_from"] = warm_start(agent, agent_name, cfg.init_from)
             prepare_run_dir(run_dir)  # created only once the env and the agent could be built
             lock = lock_run_dir(run_dir)
             state = LoopState(next_eval=cfg.eval_every, next_checkpoint=cfg.checkpoint_every)
