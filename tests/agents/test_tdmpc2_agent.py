@@ -264,6 +264,14 @@ def test_agent_state_round_trips_through_a_checkpoint_exactly(tmp_path):
 # -- real runs ---------------------------------------------------------------------------------------
 
 
+def _records(run) -> list[list[dict]]:
+    """metrics.jsonl and eval.jsonl of ``run`` without the fields that measure time."""
+    drop = {"wall_time", "elapsed", "perf/steps_per_s"}
+    return [[{k: v for k, v in json.loads(line).items() if k not in drop}
+             for line in (run / name).read_text().splitlines()]
+            for name in ("metrics.jsonl", "eval.jsonl")]
+
+
 def test_a_resumed_run_records_exactly_what_the_uninterrupted_run_records(tmp_path):
     small = {**TINY, "seed_steps": "100", "pretrain_updates": "20"}
 
@@ -278,14 +286,8 @@ def test_a_resumed_run_records_exactly_what_the_uninterrupted_run_records(tmp_pa
     summary = train("tdmpc2", config(300), None, tmp_path / "run", progress=False, resume=True)
     assert summary["resumed_from"].endswith("step_00000200")
 
-    def records(run):
-        drop = {"wall_time", "elapsed", "perf/steps_per_s"}
-        return [[{k: v for k, v in json.loads(line).items() if k not in drop}
-                 for line in (run / name).read_text().splitlines()]
-                for name in ("metrics.jsonl", "eval.jsonl")]
-
-    metrics, evals = records(tmp_path / "run")
-    assert [metrics, evals] == records(tmp_path / "reference")
+    metrics, evals = _records(tmp_path / "run")
+    assert [metrics, evals] == _records(tmp_path / "reference")
     assert [e["step"] for e in evals] == [300]
     assert any("train/model/value_loss" in m and m["step"] > 200 for m in metrics)
 
@@ -324,14 +326,8 @@ def test_a_run_killed_during_the_pretraining_burst_resumes_within_it(tmp_path, m
     summary = train("tdmpc2", None, None, run, progress=False, resume=True)
     assert summary["resumed_from"].endswith("step_00000200")
 
-    def records(path):
-        drop = {"wall_time", "elapsed", "perf/steps_per_s"}
-        return [[{k: v for k, v in json.loads(line).items() if k not in drop}
-                 for line in (path / name).read_text().splitlines()]
-                for name in ("metrics.jsonl", "eval.jsonl")]
-
-    metrics, evals = records(run)
-    assert [metrics, evals] == records(tmp_path / "reference")
+    metrics, evals = _records(run)
+    assert [metrics, evals] == _records(tmp_path / "reference")
     assert [e["step"] for e in evals] == [200, 400]
     # The burst's mean losses are logged once, over all 250 updates.
     assert sum("train/model/consistency_loss" in m for m in metrics if m["step"] == 200) == 1
