@@ -642,8 +642,8 @@ def _checkpoint(run: _Run, *, within_update: bool = False) -> Path:
 
 def _save_point(run: _Run) -> Callable[[int], None]:
     """The agent's ``save_point``: within a burst of updates at an episode end, a checkpoint
-    after every ``checkpoint_every`` updates (a burst of updates costs about as much as as many
-    steps). The newest replaces the previous one at the same step."""
+    after every ``checkpoint_every`` updates (an update costs about what a step with its update
+    does). The newest replaces the previous one at the same step."""
     def save_point(done: int) -> None:
         every = run.cfg.checkpoint_every
         if run.state.episode_open or not every or done % every:
@@ -811,9 +811,13 @@ def _truncate(path: Path, size: int) -> None:
 def _keep_final_evaluations(run_dir: Path, eval_bytes: int) -> None:
     """Copy the final evaluation of a finished run, which its extension cuts from
     ``eval.jsonl`` (the longer run does not evaluate at that step), to ``eval_finals.jsonl``,
-    marked ``"final": true``; lines already there (an extension killed and resumed) are not
+    marked ``"final": true``; a line already there (an extension killed and resumed) is not
     repeated."""
     path, kept = run_dir / "eval.jsonl", run_dir / FINAL_EVALS_FILE
+    try:
+        final_step = int(json.loads((run_dir / "summary.json").read_text("utf-8"))["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no readable summary: nothing known to be final
     if not path.is_file():
         return
     with open(path, "rb") as fh:
@@ -827,6 +831,8 @@ def _keep_final_evaluations(run_dir: Path, eval_bytes: int) -> None:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a kill
+        if not isinstance(record, dict) or record.get("step") != final_step:
+            continue  # evaluations the resumed run will make again
         line = json.dumps({**record, "final": True})
         if line not in present:
             lines.append(line)
