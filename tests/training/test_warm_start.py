@@ -102,6 +102,8 @@ def test_sources_that_do_not_fit_are_named_before_any_step(source, tmp_path):
         warm_start(_agent(**{"model.latent_dim": "32"}), "tdmpc2", str(source))
     with pytest.raises(ConfigError, match="is not a run directory"):
         warm_start(_agent(), "tdmpc2", str(tmp_path))
+    with pytest.raises(ConfigError, match="/none: no such local directory"):
+        warm_start(_agent(), "tdmpc2", str(tmp_path / "none"))
     with pytest.raises(ConfigError, match="from a run of agent 'tdmpc2', this run's agent is"):
         warm_start(build_agent("pets", ObservationSpec((3,)), ActionSpec(1),
                                device=torch.device("cpu"), seed=0), "pets", str(source))

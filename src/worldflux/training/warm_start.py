@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from worldflux.core.errors import ConfigError
+from worldflux.core.errors import CheckpointError, ConfigError
 from worldflux.training.checkpoint import MANIFEST_FILE, latest_checkpoint, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def warm_start(agent, agent_name: str, source: str) -> dict[str, str]:
         ConfigError: ``source`` is none of the above, belongs to another agent or model
             family, lacks a network the agent has, or a network's parameters differ in names
             or shapes.
-        CheckpointError: the checkpoint or saved model is damaged.
+        CheckpointError: the checkpoint is damaged (a damaged saved model: ConfigError).
     """
     path = Path(source)
     networks = agent.networks()
@@ -67,7 +67,11 @@ def warm_start(agent, agent_name: str, source: str) -> dict[str, str]:
         if "model" not in networks or agent.world_model is None:
             raise ConfigError(f"train.init_from: {source} is a saved world model; agent "
                               f"'{agent_name}' has none to load it into")
-        model = from_pretrained(source, device="cpu")
+        try:
+            model = from_pretrained(source, device="cpu")
+        except (CheckpointError, ImportError) as exc:
+            where = "" if path.exists() else "no such local directory; as a Hub id: "
+            raise ConfigError(f"train.init_from: {source}: {where}{exc}") from exc
         if model.family != agent.world_model.family:
             raise ConfigError(f"train.init_from: {source} holds a '{model.family}' world model, "
                               f"agent '{agent_name}' uses '{agent.world_model.family}'")
@@ -119,5 +123,4 @@ def _load(module: nn.Module, state: Mapping[str, torch.Tensor], name: str, where
         raise ConfigError(f"train.init_from: the '{name}' network of {where} does not fit this "
                           f"run's: {'; '.join(parts)}. Sizes (model size, widths, latent) must "
                           "be those of the run it comes from")
-    with torch.no_grad():
-        module.load_state_dict({k: v.to(own[k].device) for k, v in state.items()})
+    module.load_state_dict({k: v.to(own[k].device) for k, v in state.items()})
